@@ -1,0 +1,153 @@
+"""Multi-head attention for T5: one attention function, projections, and the decoding cache.
+
+Legend: B batch, L query length, S key length, D emb_dim, N heads, H head_dim.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from codet5p_jax.config import T5Config
+
+
+def dot_product_attention(
+    query,
+    key,
+    value,
+    bias=None,
+    mask=None,
+    *,
+    dropout_rng=None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = True,
+    dtype=jnp.float32,
+):
+    """Softmax attention without the 1/sqrt(H) scale (T5 folds it into the query init).
+
+    Every attention in the package goes through this function, so a fused kernel can be swapped
+    in at one place.
+
+    Args:
+      query: `[B, L, N, H]`.
+      key: `[B, S, N, H]`.
+      value: `[B, S, N, H]`.
+      bias: Optional additive float bias broadcastable to `[B, N, L, S]` (relative positions).
+      mask: Optional boolean mask broadcastable to `[B, N, L, S]`; False entries get no weight.
+      dropout_rng: PRNG key for attention-probability dropout.
+      dropout_rate: Dropout on the attention probabilities (HF T5 applies it there).
+      deterministic: Disables dropout.
+      dtype: dtype of the probabilities fed to the value product.
+
+    Returns:
+      `[B, L, N, H]`.
+    """
+    # Float32 island: scores, bias and softmax, whatever the compute dtype.
+    scores = jnp.einsum("blnh,bsnh->bnls", query, key, preferred_element_type=jnp.float32)
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
+    if mask is not None:
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1)
+    if not deterministic and dropout_rate > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    return jnp.einsum("bnls,bsnh->blnh", weights.astype(dtype), value)
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with 3D kernels `[D, N, H]` / `[N, H, D]` and no biases.
+
+    Cached decoding (`decode=True`): the first call creates the cache (self-attention: zero
+    `[B, S_max, N, H]` keys/values; cross-attention: the projected encoder keys/values, computed
+    once); later calls write the new keys at `cache_position` (self-attention) or reuse the
+    stored encoder keys/values (cross-attention).
+    """
+
+    config: T5Config
+    is_cross_attention: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q,
+        inputs_kv,
+        bias=None,
+        mask=None,
+        *,
+        deterministic: bool = True,
+        decode: bool = False,
+        cache_position=None,
+    ):
+        """[B, L, D], [B, S, D] -> [B, L, D]."""
+        cfg = self.config
+        dense = lambda axes, std, name, features, axis=-1: nn.DenseGeneral(  # noqa: E731
+            features,
+            axis=axis,
+            use_bias=False,
+            dtype=cfg.compute_dtype,
+            param_dtype=cfg.params_dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
+            name=name,
+        )
+        heads = (cfg.num_heads, cfg.head_dim)
+        in_axes = ("embed", "heads", "kv")
+        # HF T5 init: q std (D*H)^-0.5 (the folded 1/sqrt(H)), k/v std D^-0.5, o std (N*H)^-0.5.
+        query_proj = dense(in_axes, (cfg.emb_dim * cfg.head_dim) ** -0.5, "query", heads)
+        key_proj = dense(in_axes, cfg.emb_dim**-0.5, "key", heads)
+        value_proj = dense(in_axes, cfg.emb_dim**-0.5, "value", heads)
+        out_proj = dense(
+            ("heads", "kv", "embed"),
+            (cfg.num_heads * cfg.head_dim) ** -0.5,
+            "out",
+            cfg.emb_dim,
+            axis=(-2, -1),
+        )
+
+        query = query_proj(inputs_q)
+        if decode and self.is_cross_attention:
+            key, value = self._cached_encoder_kv(inputs_kv, key_proj, value_proj)
+        else:
+            key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+            if decode:
+                key, value = self._update_self_cache(key, value, cache_position)
+
+        dropout_rng = None
+        if not deterministic and cfg.dropout_rate > 0.0:
+            dropout_rng = self.make_rng("dropout")
+        out = dot_product_attention(
+            query,
+            key,
+            value,
+            bias,
+            mask,
+            dropout_rng=dropout_rng,
+            dropout_rate=cfg.dropout_rate,
+            deterministic=deterministic,
+            dtype=cfg.compute_dtype,
+        )
+        return out_proj(out)
+
+    def _cached_encoder_kv(self, inputs_kv, key_proj, value_proj):
+        """Encoder keys/values projected once, on the cache-creating call."""
+        if self.has_variable("cache", "cached_key"):
+            return self.get_variable("cache", "cached_key"), self.get_variable(
+                "cache", "cached_value"
+            )
+        key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+        self.put_variable("cache", "cached_key", key)
+        self.put_variable("cache", "cached_value", value)
+        return key, value
+
+    def _update_self_cache(self, key, value, cache_position):
+        """Writes `[B, L, N, H]` new keys/values at `cache_position`; returns the full cache."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+        if not initialized:
+            # Cache-creating call: shapes only; the caller attends over its own inputs.
+            return key, value
+        start = (0, cache_position, 0, 0)
+        cached_key.value = lax.dynamic_update_slice(cached_key.value, key, start)
+        cached_value.value = lax.dynamic_update_slice(cached_value.value, value, start)
+        return cached_key.value, cached_value.value

@@ -1,0 +1,86 @@
+"""T5 relative position bias: log-bucketed relative distances -> one learned scalar per head.
+
+Legend: N heads, R buckets, L query length, S key length.
+"""
+
+import math
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from codet5p_jax.config import T5Config
+
+
+def relative_position_bucket(
+    relative_position: np.ndarray, bidirectional: bool, num_buckets: int, max_distance: int
+) -> np.ndarray:
+    """Maps `key_pos - query_pos` to buckets exactly as HF `T5Attention._relative_position_bucket`.
+
+    Numpy on purpose: positions are static, so the table is a compile-time constant, and the
+    float32 log matches torch's float32 computation bucket for bucket.
+    """
+    rel = np.asarray(relative_position, dtype=np.int64)
+    buckets = np.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (rel > 0).astype(np.int64) * num_buckets
+        rel = np.abs(rel)
+    else:
+        rel = -np.minimum(rel, 0)
+    max_exact = num_buckets // 2
+    is_small = rel < max_exact
+    with np.errstate(divide="ignore"):
+        scaled = (
+            np.log(rel.astype(np.float32) / np.float32(max_exact))
+            / np.float32(math.log(max_distance / max_exact))
+            * np.float32(num_buckets - max_exact)
+        )
+    if_large = max_exact + np.where(is_small, 0, scaled).astype(np.int64)
+    if_large = np.minimum(if_large, num_buckets - 1)
+    return (buckets + np.where(is_small, rel, if_large)).astype(np.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """Computes the `[1, N, L, S]` attention bias shared by all layers of one stack."""
+
+    config: T5Config
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, q_len: int, k_len: int, q_offset=None):
+        """Bias for queries at `q_offset + [0, q_len)` and keys at `[0, k_len)`.
+
+        Args:
+          q_len: Static number of query positions.
+          k_len: Static number of key positions.
+          q_offset: None for teacher forcing (queries start at 0), or a traced int scalar for
+            cached decoding, where the query position is only known at run time.
+
+        Returns:
+          float32 `[1, N, q_len, k_len]`.
+        """
+        cfg = self.config
+        table = self.param(
+            "rel_embedding",
+            nn.with_logical_partitioning(
+                nn.initializers.normal(cfg.emb_dim**-0.5), ("heads", "relpos_buckets")
+            ),
+            (cfg.num_heads, cfg.relative_attention_num_buckets),
+            cfg.params_dtype,
+        )
+        bucket = lambda rel: relative_position_bucket(  # noqa: E731
+            rel,
+            self.bidirectional,
+            cfg.relative_attention_num_buckets,
+            cfg.relative_attention_max_distance,
+        )
+        rel = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]
+        if q_offset is None:
+            buckets = jnp.asarray(bucket(rel))
+        else:
+            # Every value `rel - q_offset` can take lies in [-(k_len - 1), k_len - 1].
+            lookup = jnp.asarray(bucket(np.arange(-(k_len - 1), k_len)))
+            buckets = lookup[jnp.clip(rel - q_offset + (k_len - 1), 0, 2 * k_len - 2)]
+        bias = jnp.take(table.astype(jnp.float32), buckets, axis=1)  # [N, L, S]
+        return bias[None]
