@@ -1,0 +1,77 @@
+"""`codet5p convert SRC DST --to {hf,orbax} [--scan/--no-scan]`.
+
+SRC is an HF model directory (config.json + safetensors or pytorch_model.bin, sharded or not) or
+a params-only orbax directory; its format is detected. DST must not exist; it is written in a
+temporary sibling and renamed, so a failed conversion leaves nothing behind.
+
+    codet5p convert ./codet5p-220m ./ckpt --to orbax --scan
+    codet5p convert ./ckpt ./codet5p-220m-hf --to hf
+"""
+
+import argparse
+import sys
+import time
+
+from codet5p_jax.convert import formats
+from codet5p_jax.convert.mapping import ConversionError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `codet5p convert`."""
+    parser = argparse.ArgumentParser(
+        prog="codet5p convert",
+        description="Convert CodeT5+ checkpoints between HF and orbax layouts (format of SRC "
+        "is detected).",
+    )
+    parser.add_argument("src", help="HF model directory or orbax checkpoint directory")
+    parser.add_argument("dst", help="directory to create (must not exist)")
+    parser.add_argument("--to", required=True, choices=formats.FORMATS, help="output format")
+    parser.add_argument(
+        "--scan",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="orbax output: stack layers for nn.scan (--scan) or not (--no-scan); default keeps "
+        "the source layout (HF sources are unscanned). HF output is always unscanned.",
+    )
+    return parser
+
+
+def convert(src, dst, to: str, scan: bool | None = None) -> formats.Checkpoint:
+    """Converts the checkpoint at `src` into a new `to`-format directory `dst`.
+
+    Args:
+      src: Source checkpoint directory (format detected).
+      dst: Directory to create.
+      to: "hf" or "orbax".
+      scan: Layout of orbax output (None keeps the source's); ignored for HF output.
+
+    Returns:
+      The loaded source checkpoint (in the layout that was written).
+
+    Raises:
+      ConversionError: On any bad input; nothing is written at `dst` then.
+    """
+    if to == "hf" and scan:
+        raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
+    ckpt = formats.load_checkpoint(src, scan_layers=False if to == "hf" else scan)
+    formats.save_checkpoint(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir)
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `codet5p convert`; returns the exit status."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    start = time.perf_counter()
+    try:
+        ckpt = convert(args.src, args.dst, args.to, args.scan)
+    except ConversionError as e:
+        print(f"codet5p convert: error: {e}", file=sys.stderr)
+        return 1
+    cfg = ckpt.config
+    layout = "scanned" if cfg.scan_layers else "unscanned"
+    print(
+        f"converted {ckpt.format} {args.src} -> {args.to} {args.dst} "
+        f"({cfg.kind}, {cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers, {layout}) "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
+    return 0

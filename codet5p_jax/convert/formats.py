@@ -1,0 +1,116 @@
+"""Checkpoint formats: detect what a directory holds, load it, save it in either layout.
+
+Formats: "hf" (an HF model directory, see `hf_io`) and "orbax" (a params-only orbax directory,
+see `orbax_io`). A training MODEL_DIR resolves to one of these through
+`resolve_checkpoint_dir`, the single place that knows directory layouts.
+"""
+
+import dataclasses
+import pathlib
+
+from codet5p_jax.config import T5Config
+from codet5p_jax.convert import hf_io, orbax_io
+from codet5p_jax.convert.mapping import ConversionError
+from codet5p_jax.convert.scan import scan_params, unscan_params
+
+FORMATS = ("hf", "orbax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: config, host (numpy) params, and where its tokenizer files are.
+
+    Attributes:
+      config: The model config; `config.scan_layers` gives the layout of `params`.
+      params: Nested dicts of numpy arrays, in the stored dtypes.
+      tokenizer_dir: A directory with the source's tokenizer files, or None.
+      format: The detected source format ("hf" or "orbax").
+      path: The directory the params were read from.
+    """
+
+    config: T5Config
+    params: dict
+    tokenizer_dir: pathlib.Path | None
+    format: str
+    path: pathlib.Path
+
+
+def resolve_checkpoint_dir(path) -> tuple[str, pathlib.Path]:
+    """Detects the format of the checkpoint at `path`.
+
+    Args:
+      path: An HF model directory or a `save_orbax` directory.
+
+    Returns:
+      `(format, directory)` with format in `FORMATS`; the directory is where that format's
+      files are (for a training MODEL_DIR it will be the chosen step's params).
+
+    Raises:
+      ConversionError: If `path` does not exist or holds no recognised checkpoint.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        raise ConversionError(f"{path}: expected a checkpoint directory, got a file")
+    if orbax_io.is_orbax_dir(path):
+        return "orbax", path
+    if hf_io.is_hf_dir(path):
+        return "hf", path
+    raise ConversionError(
+        f"{path}: not a checkpoint directory (no {hf_io.CONFIG_FILE} of an HF model, "
+        f"no {orbax_io.CONFIG_FILE} + {orbax_io.PARAMS_DIR}/ of an orbax checkpoint)"
+    )
+
+
+def relayout(cfg: T5Config, params: dict, scan_layers: bool | None) -> tuple[T5Config, dict]:
+    """Returns `(cfg, params)` in the scanned layout iff `scan_layers` (None keeps it)."""
+    if scan_layers is None or scan_layers == cfg.scan_layers:
+        return cfg, params
+    params = scan_params(params, cfg) if scan_layers else unscan_params(params, cfg)
+    return cfg.replace(scan_layers=scan_layers), params
+
+
+def load_checkpoint(path, scan_layers: bool | None = None) -> Checkpoint:
+    """Loads any supported checkpoint directory into host memory.
+
+    Args:
+      path: HF directory or orbax directory (detected by `resolve_checkpoint_dir`).
+      scan_layers: Layout of the returned params; None keeps the stored layout (HF is unscanned).
+
+    Returns:
+      The `Checkpoint`.
+
+    Raises:
+      ConversionError: On any unreadable or inconsistent input (see `hf_io`, `orbax_io`).
+    """
+    fmt, directory = resolve_checkpoint_dir(path)
+    if fmt == "hf":
+        cfg, params = hf_io.read_hf_checkpoint(directory)
+        tokenizer_dir = directory
+    else:
+        cfg, params = orbax_io.load_orbax(directory)
+        tokenizer_dir = orbax_io.tokenizer_dir_of(directory)
+    cfg, params = relayout(cfg, params, scan_layers)
+    return Checkpoint(cfg, params, tokenizer_dir, fmt, directory)
+
+
+def save_checkpoint(dst, cfg: T5Config, params, fmt: str, tokenizer_dir=None) -> None:
+    """Writes `params` as a new `fmt` directory `dst` (all-or-nothing).
+
+    Args:
+      dst: Directory to create; must not exist.
+      cfg: The model config (its `scan_layers` describes `params`).
+      params: Param tree.
+      fmt: "hf" or "orbax".
+      tokenizer_dir: Directory whose tokenizer files are copied along, or None.
+
+    Raises:
+      ConversionError: If `dst` exists, `fmt` is unknown, or the params do not match `cfg`.
+    """
+    if fmt == "hf":
+        hf_io.write_hf_checkpoint(dst, cfg, params, tokenizer_dir)
+    elif fmt == "orbax":
+        orbax_io.save_orbax(dst, cfg, params, tokenizer_dir)
+    else:
+        raise ConversionError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")

@@ -1,0 +1,172 @@
+"""Reads and writes Hugging Face model directories with numpy + safetensors only (no torch).
+
+Reads `config.json` plus one of `model.safetensors`, `model.safetensors.index.json`,
+`pytorch_model.bin` or `pytorch_model.bin.index.json` (in that order of preference; shards are
+listed by the index's `weight_map`). Writes `config.json` + `model.safetensors` in the released
+layout and copies the tokenizer files a source directory had.
+"""
+
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+from codet5p_jax.config import T5Config, from_hf_config, to_hf_config
+from codet5p_jax.convert import hf_t5
+from codet5p_jax.convert.atomic_dir import atomic_directory
+from codet5p_jax.convert.mapping import ConversionError
+from codet5p_jax.convert.torch_pickle import load_torch_state_dict
+
+CONFIG_FILE = "config.json"
+SAFETENSORS_FILE = "model.safetensors"
+# Preference order when a directory holds several formats.
+WEIGHT_FILES = (
+    SAFETENSORS_FILE,
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+
+
+def is_hf_dir(path) -> bool:
+    """Whether `path` is a directory with an HF `config.json`."""
+    return (pathlib.Path(path) / CONFIG_FILE).is_file()
+
+
+def read_hf_config(path) -> dict:
+    """The parsed `config.json` of the HF directory `path`.
+
+    Raises:
+      ConversionError: If the file is missing or is not a JSON object.
+    """
+    file = pathlib.Path(path) / CONFIG_FILE
+    try:
+        hf = json.loads(file.read_text())
+    except FileNotFoundError as e:
+        raise ConversionError(f"{file}: no such file (not an HF model directory)") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"{file}: unreadable config: {e}") from e
+    if not isinstance(hf, dict):
+        raise ConversionError(f"{file}: expected a JSON object")
+    return hf
+
+
+def _read_weight_file(file: pathlib.Path) -> dict[str, np.ndarray]:
+    if not file.is_file():
+        raise ConversionError(f"{file}: no such file")
+    if file.suffix == ".bin":
+        return load_torch_state_dict(file)
+    try:
+        return safetensors.numpy.load_file(file)
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise ConversionError(f"{file}: corrupt or unreadable safetensors file: {e}") from e
+
+
+def _read_sharded(index_file: pathlib.Path) -> dict[str, np.ndarray]:
+    """Reads every shard an index names and checks each holds exactly its listed keys."""
+    try:
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConversionError(f"{index_file}: unreadable shard index: {e!r}") from e
+    by_shard: dict[str, set[str]] = {}
+    for key, shard in weight_map.items():
+        by_shard.setdefault(shard, set()).add(key)
+    state = {}
+    for shard, keys in sorted(by_shard.items()):
+        tensors = _read_weight_file(index_file.parent / shard)
+        if set(tensors) != keys:
+            extra, missing = sorted(set(tensors) - keys), sorted(keys - set(tensors))
+            raise ConversionError(
+                f"{index_file.parent / shard} does not match {index_file.name}: "
+                f"keys not in the index {extra[:5]}, indexed keys missing {missing[:5]}"
+            )
+        state.update(tensors)
+    return state
+
+
+def read_hf_state(path) -> dict[str, np.ndarray]:
+    """The state dict of the HF directory `path` as numpy arrays, in the files' dtypes.
+
+    Raises:
+      ConversionError: If no weight file is present, or one is corrupt or inconsistent.
+    """
+    path = pathlib.Path(path)
+    for name in WEIGHT_FILES:
+        file = path / name
+        if file.is_file():
+            return _read_sharded(file) if name.endswith(".index.json") else _read_weight_file(file)
+    raise ConversionError(f"{path}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def read_hf_checkpoint(path, scan_layers: bool = False) -> tuple[T5Config, dict]:
+    """Loads an HF directory into a config and a numpy param tree.
+
+    Args:
+      path: An HF model directory (config.json + weights).
+      scan_layers: Return the scanned parameter layout (and a config saying so).
+
+    Returns:
+      `(cfg, params)`; params keep the checkpoint's dtypes.
+
+    Raises:
+      ConversionError: On a missing or corrupt file, an unsupported architecture, or a key
+        missing, left over or misshapen (the message names the file, key and shapes).
+    """
+    path = pathlib.Path(path)
+    if not path.is_dir():
+        raise ConversionError(f"{path}: no such directory")
+    hf = read_hf_config(path)
+    try:
+        cfg = from_hf_config(hf, name=path.name).replace(scan_layers=scan_layers)
+    except KeyError as e:
+        raise ConversionError(f"{path / CONFIG_FILE}: missing field {e}") from e
+    except (ValueError, TypeError) as e:
+        raise ConversionError(f"{path / CONFIG_FILE}: {e}") from e
+    state = read_hf_state(path)
+    return cfg, hf_t5.hf_to_params(state, cfg, source=str(path))
+
+
+def copy_tokenizer_files(src, dst) -> list[str]:
+    """Copies the tokenizer files (`TOKENIZER_FILES`) present in `src` to `dst`; returns names."""
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (pathlib.Path(src) / name).is_file():
+            shutil.copyfile(pathlib.Path(src) / name, pathlib.Path(dst) / name)
+            copied.append(name)
+    return copied
+
+
+def write_hf_checkpoint(dst, cfg: T5Config, params, tokenizer_dir=None) -> None:
+    """Writes `config.json` + `model.safetensors` (+ tokenizer files) to a new directory.
+
+    Nothing is left at `dst` if anything fails (the directory is built beside it, then renamed).
+
+    Args:
+      dst: Directory to create; must not exist.
+      cfg: The model config (`scan_layers` says how `params` is laid out).
+      params: Param tree (numpy or jax arrays).
+      tokenizer_dir: Directory whose tokenizer files are copied along, or None.
+
+    Raises:
+      ConversionError: If `dst` exists or the params do not match `cfg`.
+    """
+    state = hf_t5.params_to_hf(params, cfg)
+    hf = to_hf_config(cfg)
+    # Record the dtype actually written, so `dtype="auto"` loaders keep it.
+    hf["torch_dtype"] = str(state["shared.weight"].dtype)
+    with atomic_directory(dst) as tmp:
+        safetensors.numpy.save_file(state, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(tokenizer_dir, tmp)
