@@ -20,9 +20,10 @@ B, LT, LC, Q = 4, 8, 12, 8
 CDEC, TDEC = 32102, 32101
 
 
-def make_batch(seed: int, ids=None) -> dict[str, np.ndarray]:
+def make_batch(seed: int, ids=None, bsz: int = B) -> dict[str, np.ndarray]:
     """Random `[CLS] ... </s>` texts and codes of varied lengths, with shifted decoder features."""
     rng = np.random.default_rng(seed)
+    B = bsz  # noqa: N806
     text = np.zeros((B, LT), np.int32)
     code = np.zeros((B, LC), np.int32)
     for i in range(B):
