@@ -27,6 +27,8 @@ from codet5p_jax.convert.scan import is_scanned, scan_params, unscan_params
 
 # Old HF T5 versions gave block 0's cross-attention a relative bias that was never used;
 # transformers listed it in `_keys_to_ignore_on_load_unexpected`, and so do we.
+# HF keys that are tied copies of `shared.weight` (optional in a source, never written).
+TIED_KEYS = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight")
 _UNUSED_CROSS_BIAS = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
 
 
@@ -117,13 +119,11 @@ def rule_table(cfg: T5Config) -> RuleTable:
         Rule("shared.weight", "token_embedder/embedding", *[(cfg.vocab_size, cfg.emb_dim)] * 2)
     ]
     rules += _encoder_rules(cfg)
-    tied = {"encoder.embed_tokens.weight": "shared.weight"}
+    tied = {TIED_KEYS[0]: "shared.weight"}
     ignorable = {}
     if cfg.has_decoder:
         rules += _decoder_rules(cfg)
-        tied.update(
-            {"decoder.embed_tokens.weight": "shared.weight", "lm_head.weight": "shared.weight"}
-        )
+        tied.update({key: "shared.weight" for key in TIED_KEYS[1:]})
         ignorable[_UNUSED_CROSS_BIAS] = "unused cross-attention bias of old HF T5 versions"
     if cfg.embed_dim:
         rules += _head_rules(cfg, "proj", "embedding_proj", cfg.embed_dim)

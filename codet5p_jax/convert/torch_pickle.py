@@ -52,7 +52,7 @@ def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks
     view = np.lib.stride_tricks.as_strided(
         storage[offset:], shape=size, strides=tuple(s * item for s in stride)
     )
-    return np.array(view)  # a contiguous copy, independent of the shared storage
+    return np.array(view, order="C")  # a contiguous copy, independent of the shared storage
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None, state=None):
