@@ -81,26 +81,36 @@ class MultiHeadAttention(nn.Module):
     ):
         """[B, L, D], [B, S, D] -> [B, L, D]."""
         cfg = self.config
-        dense = lambda axes, std, name, features, axis=-1: nn.DenseGeneral(  # noqa: E731
+        heads = (cfg.num_heads, cfg.head_dim)
+        in_shape, out_shape = (cfg.emb_dim, *heads), (*heads, cfg.emb_dim)
+
+        def init_3d(std, shape):
+            # nn.DenseGeneral asks for the flattened 2D kernel; creating the (boxed) kernel in its
+            # real 3D shape lets its 3 logical names apply under a mesh (same random values).
+            return lambda rng, _flat, dtype=jnp.float32: nn.initializers.normal(std)(
+                rng, shape, dtype
+            )
+
+        dense = lambda axes, std, name, features, shape, axis=-1: nn.DenseGeneral(  # noqa: E731
             features,
             axis=axis,
             use_bias=False,
             dtype=cfg.compute_dtype,
             param_dtype=cfg.params_dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
+            kernel_init=nn.with_logical_partitioning(init_3d(std, shape), axes),
             name=name,
         )
-        heads = (cfg.num_heads, cfg.head_dim)
         in_axes = ("embed", "heads", "kv")
         # HF T5 init: q std (D*H)^-0.5 (the folded 1/sqrt(H)), k/v std D^-0.5, o std (N*H)^-0.5.
-        query_proj = dense(in_axes, (cfg.emb_dim * cfg.head_dim) ** -0.5, "query", heads)
-        key_proj = dense(in_axes, cfg.emb_dim**-0.5, "key", heads)
-        value_proj = dense(in_axes, cfg.emb_dim**-0.5, "value", heads)
+        query_proj = dense(in_axes, (cfg.emb_dim * cfg.head_dim) ** -0.5, "query", heads, in_shape)
+        key_proj = dense(in_axes, cfg.emb_dim**-0.5, "key", heads, in_shape)
+        value_proj = dense(in_axes, cfg.emb_dim**-0.5, "value", heads, in_shape)
         out_proj = dense(
             ("heads", "kv", "embed"),
             (cfg.num_heads * cfg.head_dim) ** -0.5,
             "out",
             cfg.emb_dim,
+            out_shape,
             axis=(-2, -1),
         )
 
