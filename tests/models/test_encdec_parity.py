@@ -1,0 +1,221 @@
+"""Whole-model parity with HF `transformers` (random init, torch CPU, fp32): tolerance 1e-4."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from codet5p_jax.config import T5Config, from_hf_config
+from codet5p_jax.convert.hf_t5 import hf_to_params
+from codet5p_jax.models import build_model, decoder_only_inputs
+
+ATOL = 1e-4
+
+# Unequal depths, head_dim != emb_dim / num_heads, non-default buckets, and the 32103 vocab.
+HF_CONFIGS = {
+    "unequal_depths": dict(
+        vocab_size=300,
+        d_model=48,
+        num_heads=3,
+        d_kv=20,
+        d_ff=96,
+        num_layers=3,
+        num_decoder_layers=2,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=20,
+    ),
+    "deeper_decoder": dict(
+        vocab_size=32103,
+        d_model=32,
+        num_heads=4,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_decoder_layers=3,
+    ),
+}
+
+
+def _hf_model(name, **extra):
+    torch.manual_seed(0)
+    hf_cfg = transformers.T5Config(dropout_rate=0.0, **HF_CONFIGS[name], **extra)
+    return transformers.T5ForConditionalGeneration(hf_cfg).eval()
+
+
+def _state(module):
+    return {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+
+def _padded_batch(vocab, batch=3, enc_len=40, dec_len=23, seed=0):
+    rng = np.random.RandomState(seed)
+    enc = rng.randint(5, vocab, (batch, enc_len))
+    mask = np.ones_like(enc)
+    mask[1, 30:] = 0
+    mask[2, 6:] = 0
+    enc = enc * mask  # pad id 0 in the padded tail
+    dec = rng.randint(5, vocab, (batch, dec_len))
+    return enc, mask, dec
+
+
+@pytest.mark.parametrize("name", sorted(HF_CONFIGS))
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_logits_and_encoder_states_match_hf(name, scan_layers):
+    hf = _hf_model(name)
+    cfg = from_hf_config(hf.config.to_dict()).replace(scan_layers=scan_layers)
+    params = hf_to_params(_state(hf), cfg)
+    enc, mask, dec = _padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        out = hf(
+            input_ids=torch.tensor(enc),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+        )
+    model = build_model(cfg)
+    variables = {"params": params}
+    logits = model.apply(variables, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(mask))
+    encoded = model.apply(variables, jnp.asarray(enc), jnp.asarray(mask), method=model.encode)
+    np.testing.assert_allclose(np.asarray(logits), out.logits.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(encoded), out.encoder_last_hidden_state.numpy(), atol=ATOL, rtol=0
+    )
+
+
+def test_cached_decoding_matches_teacher_forcing():
+    hf = _hf_model("unequal_depths")
+    cfg = from_hf_config(hf.config.to_dict())
+    params = hf_to_params(_state(hf), cfg)
+    enc, mask, dec = _padded_batch(cfg.vocab_size, dec_len=9)
+    model = build_model(cfg)
+    encoded = model.apply({"params": params}, jnp.asarray(enc), method=model.encode)
+    full = model.apply(
+        {"params": params}, encoded, jnp.asarray(mask), jnp.asarray(dec), method=model.decode
+    )
+    decode = lambda cache, tokens: model.apply(  # noqa: E731
+        {"params": params, "cache": cache} if cache else {"params": params},
+        encoded,
+        jnp.asarray(mask),
+        jnp.asarray(tokens),
+        decode=True,
+        mutable=["cache"],
+        method=model.decode,
+    )
+    _, state = decode(None, np.zeros_like(dec))
+    # A 4-token prefill, then one token at a time.
+    steps, state = decode(state["cache"], dec[:, :4])
+    outputs = [steps]
+    for t in range(4, dec.shape[1]):
+        step, state = decode(state["cache"], dec[:, t : t + 1])
+        outputs.append(step)
+    np.testing.assert_allclose(np.concatenate(outputs, 1), np.asarray(full), atol=1e-5, rtol=0)
+
+
+def test_decoder_only_mode_matches_hf_with_clm_encoder_input():
+    hf = _hf_model("deeper_decoder")
+    cfg = from_hf_config(hf.config.to_dict())
+    params = hf_to_params(_state(hf), cfg)
+    _, _, dec = _padded_batch(cfg.vocab_size)
+    enc, mask = decoder_only_inputs(3)
+    with torch.no_grad():
+        expected = hf(input_ids=torch.full((3, 1), 3), decoder_input_ids=torch.tensor(dec)).logits
+    model = build_model(cfg)
+    got = model.apply({"params": params}, enc, jnp.asarray(dec), mask)
+    np.testing.assert_allclose(np.asarray(got), expected.numpy(), atol=ATOL, rtol=0)
+
+
+def _torch_heads(d_model, embed_dim, with_itm):
+    torch.manual_seed(1)
+    proj = torch.nn.Linear(d_model, embed_dim)
+    itm = torch.nn.Linear(d_model, 2) if with_itm else None
+    return proj, itm
+
+
+def test_embedding_model_matches_t5_encoder_plus_linear():
+    torch.manual_seed(0)
+    hf_cfg = transformers.T5Config(dropout_rate=0.0, **HF_CONFIGS["unequal_depths"])
+    encoder = transformers.T5EncoderModel(hf_cfg).eval()
+    proj, _ = _torch_heads(hf_cfg.d_model, 16, with_itm=False)
+    state = _state(encoder) | {
+        f"proj.{k}": v.detach().numpy() for k, v in proj.state_dict().items()
+    }
+    hf_dict = hf_cfg.to_dict() | {"model_type": "codet5p_embedding", "embed_dim": 16}
+    cfg = from_hf_config(hf_dict)
+    params = hf_to_params(state, cfg)
+    enc, mask, _ = _padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        hidden = encoder(input_ids=torch.tensor(enc), attention_mask=torch.tensor(mask))
+        expected = torch.nn.functional.normalize(proj(hidden.last_hidden_state[:, 0]), dim=-1)
+    model = build_model(cfg)
+    got = model.apply({"params": params}, jnp.asarray(enc), jnp.asarray(mask), method=model.embed)
+    np.testing.assert_allclose(np.asarray(got), expected.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(got), axis=-1), 1.0, atol=1e-6)
+
+
+def test_bimodal_heads_match_torch_reference():
+    hf = _hf_model("unequal_depths")
+    proj, itm = _torch_heads(hf.config.d_model, 16, with_itm=True)
+    state = _state(hf)
+    state |= {f"proj.{k}": v.detach().numpy() for k, v in proj.state_dict().items()}
+    state |= {f"itm_head.{k}": v.detach().numpy() for k, v in itm.state_dict().items()}
+    cfg = from_hf_config(hf.config.to_dict() | {"model_type": "codet5p_bimodal", "embed_dim": 16})
+    assert cfg.kind == "bimodal"
+    params = hf_to_params(state, cfg)
+    enc, mask, dec = _padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        out = hf(
+            input_ids=torch.tensor(enc),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+            output_hidden_states=True,
+        )
+        text_vec = torch.nn.functional.normalize(proj(out.encoder_last_hidden_state[:, 0]), dim=-1)
+        itm_logits = itm(out.decoder_hidden_states[-1][:, -1])
+    model = build_model(cfg)
+    variables = {"params": params}
+    encoded = model.apply(variables, jnp.asarray(enc), jnp.asarray(mask), method=model.encode)
+    hidden = model.apply(
+        variables,
+        encoded,
+        jnp.asarray(mask),
+        jnp.asarray(dec),
+        return_hidden=True,
+        method=model.decode,
+    )
+    got_vec = model.apply(variables, jnp.asarray(enc), jnp.asarray(mask), method=model.embed)
+    got_itm = model.apply(variables, hidden[:, -1], method=model.itm_logits)
+    np.testing.assert_allclose(np.asarray(got_vec), text_vec.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(got_itm), itm_logits.numpy(), atol=ATOL, rtol=0)
+
+
+def test_bf16_compute_keeps_float32_logits():
+    hf = _hf_model("unequal_depths")
+    cfg = from_hf_config(hf.config.to_dict()).replace(dtype="bfloat16")
+    params = hf_to_params(_state(hf), cfg)
+    enc, mask, dec = _padded_batch(cfg.vocab_size)
+    with torch.no_grad():
+        expected = hf(
+            input_ids=torch.tensor(enc),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+        ).logits.numpy()
+    model = build_model(cfg)
+    logits = model.apply({"params": params}, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(mask))
+    assert logits.dtype == jnp.float32
+    assert params["encoder"]["encoder_norm"]["scale"].dtype == np.float32
+    # bf16 keeps ~3 significant digits; logits are O(5) here.
+    assert np.abs(np.asarray(logits) - expected).max() < 0.1
+
+
+def test_presets_have_released_shapes():
+    from codet5p_jax.config import PRESETS
+
+    assert PRESETS["codet5p-770m"].emb_dim == 1024 and PRESETS["codet5p-770m"].num_heads == 16
+    assert PRESETS["codet5p-110m-embedding"].num_decoder_layers == 0
+    assert PRESETS["codet5p-220m-bimodal"].vocab_size == 32103
+    with pytest.raises(ValueError, match="feed_forward_proj"):
+        from_hf_config(
+            HF_CONFIGS["unequal_depths"] | {"model_type": "t5", "feed_forward_proj": "gated-gelu"}
+        )
+    with pytest.raises(ValueError, match="Unsupported model_type"):
+        from_hf_config({"model_type": "codegen"})
+    assert isinstance(T5Config(), T5Config)
