@@ -27,6 +27,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+import gin
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # The mesh axes a global batch is split over; the data-parallel size is their product.
 BATCH_MESH_AXES = ("data", "fsdp")
@@ -88,6 +90,7 @@ def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> tuple[i
     return tuple(shape)
 
 
+@gin.configurable
 def make_mesh(
     data: int = -1,
     fsdp: int = 1,

@@ -1,0 +1,109 @@
+"""t5x-style command lines: `--gin_file` (repeatable), `--gin.KEY=VALUE`, `--gin_search_paths`.
+
+Shared by `codet5p train|eval|infer`. Also initialises multi-host JAX (`jax.distributed`) from
+flags or, with `--distributed`, from the environment (TPU pods, SLURM, GKE set it up).
+"""
+
+import argparse
+import logging
+import pathlib
+import sys
+
+import gin
+
+REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+
+
+class UsageError(ValueError):
+    """Bad command line or gin configuration (reported without a traceback)."""
+
+
+def parse_args(argv: list[str], prog: str, description: str) -> argparse.Namespace:
+    """Parses the common flags; `--gin.KEY=VALUE` pairs end up in `args.gin_bindings`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable)")
+    parser.add_argument(
+        "--gin_search_paths",
+        default="",
+        help="comma-separated directories searched for gin files and their includes "
+        f"(the repo's gin/ dir, {REPO_GIN_DIR}, is always searched)",
+    )
+    parser.add_argument("--gin_bindings", action="append", default=[], help="KEY=VALUE binding")
+    parser.add_argument("--coordinator_address", help="jax.distributed coordinator host:port")
+    parser.add_argument("--num_processes", type=int, help="jax.distributed process count")
+    parser.add_argument("--process_id", type=int, help="this process's index")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() with settings from the environment",
+    )
+    parser.add_argument(
+        "--cpu_collectives",
+        choices=("gloo", "mpi"),
+        help="collectives for multi-process CPU runs (tests)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    for item in rest:
+        if item.startswith("--gin.") and "=" in item:
+            args.gin_bindings.append(item[len("--gin.") :])
+        else:
+            parser.error(f"unrecognised argument {item!r} (gin bindings are --gin.KEY=VALUE)")
+    if not args.gin_file:
+        parser.error("at least one --gin_file is required")
+    return args
+
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """`jax.distributed.initialize` from flags / environment, before any device is touched."""
+    import jax
+
+    if args.cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
+    if args.coordinator_address or args.num_processes:
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+    elif args.distributed:
+        jax.distributed.initialize()
+
+
+def parse_gin(args: argparse.Namespace) -> None:
+    """Loads the gin files and bindings; raises UsageError naming the bad file or binding."""
+    paths = [p for p in args.gin_search_paths.split(",") if p] + [str(REPO_GIN_DIR), "."]
+    for path in paths:
+        gin.add_config_file_search_path(path)
+    for f in args.gin_file:
+        if not pathlib.Path(f).is_file() and not any(
+            (pathlib.Path(p) / f).is_file() for p in paths
+        ):
+            raise UsageError(f"gin file {f!r} not found (searched: {', '.join(paths)})")
+    root = logging.getLogger()
+    level = root.level
+    # gin logs "Path not found" at ERROR for every search-path miss of an include, even when a
+    # later search path has the file; real problems raise below.
+    root.setLevel(logging.CRITICAL)
+    try:
+        gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings, finalize_config=False)
+    except Exception as e:  # gin raises ValueError/KeyError/SyntaxError for bad configs
+        raise UsageError(f"gin configuration error: {e}") from e
+    finally:
+        root.setLevel(level)
+
+
+def required_error(e: Exception) -> str | None:
+    """A readable message when `e` is gin's complaint about an unset `%gin.REQUIRED` value."""
+    text = str(e)
+    if "Required bindings" in text or "gin.REQUIRED" in text or "REQUIRED" in text:
+        return (
+            f"missing required gin value: {text.splitlines()[0]} "
+            "(set it with --gin.NAME=VALUE, e.g. --gin.MODEL_DIR=\"'/tmp/run'\")"
+        )
+    return None
+
+
+def fail(prog: str, message: str) -> int:
+    """Prints `prog: error: message` to stderr and returns exit status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2

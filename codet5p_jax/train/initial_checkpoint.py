@@ -1,0 +1,142 @@
+"""`INITIAL_CHECKPOINT_PATH`: start a run from existing parameters (fine-tuning, stage 2).
+
+Accepted sources, detected by layout:
+
+* a training run (`MODEL_DIR`, its `checkpoints/` or a `<step>` dir; see checkpointing.py) -
+  params are restored straight into their shards;
+* a params-only orbax directory written by `codet5p convert --to orbax`;
+* an HF model directory (`config.json` + weights), through `codet5p_jax.convert`.
+
+Only params are loaded (never optimizer state or step). Parameters the new model has but the
+source lacks are allowed only under `new_heads` prefixes (e.g. stage 2 adds `embedding_proj`,
+`itm_head` and the learned temperature to a stage-1 encoder-decoder); they keep their fresh
+initialisation and are listed in the log. Anything else missing, any extra source parameter,
+and any shape difference is an error.
+"""
+
+import logging
+import pathlib
+
+import jax
+import numpy as np
+
+from codet5p_jax import checkpointing
+from codet5p_jax.config import T5Config
+
+# Sub-trees a newer model may add on top of its source checkpoint.
+NEW_HEADS = ("embedding_proj", "itm_head", "contrastive_temperature")
+
+log = logging.getLogger(__name__)
+
+
+def _flat(tree) -> dict[str, object]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(k.key) for k in path): v for path, v in flat}
+
+
+def _load_host_params(path: pathlib.Path, cfg: T5Config):
+    """Host params of an HF or convert-orbax directory, or None for a training-run layout."""
+    from codet5p_jax.convert import hf_io, orbax_io
+
+    if orbax_io.is_orbax_dir(path):
+        src_cfg, params = orbax_io.load_orbax(path)
+    elif hf_io.is_hf_dir(path):
+        src_cfg, params = hf_io.read_hf_checkpoint(path, scan_layers=cfg.scan_layers)
+    else:
+        return None
+    diffs = checkpointing.architecture_differences(
+        checkpointing.config_to_dict(src_cfg),
+        cfg.replace(kind=src_cfg.kind, embed_dim=src_cfg.embed_dim),
+    )
+    if diffs:
+        raise checkpointing.CheckpointError(
+            f"INITIAL_CHECKPOINT_PATH {path} is from a different architecture: {'; '.join(diffs)}."
+        )
+    return params
+
+
+def load_initial_params(
+    path: str | pathlib.Path,
+    fresh_params,
+    shardings,
+    cfg: T5Config,
+    *,
+    new_heads: tuple[str, ...] = NEW_HEADS,
+):
+    """Replaces the leaves of `fresh_params` by those of the checkpoint at `path`.
+
+    Args:
+      path: See the module docstring.
+      fresh_params: Freshly initialised, sharded params of the model being trained.
+      shardings: Their `NamedSharding` tree.
+      cfg: The model's config (architecture check).
+      new_heads: Param-path prefixes that may be missing from the source.
+
+    Returns:
+      `(params, initialised)`: the merged tree and the paths kept from `fresh_params`.
+
+    Raises:
+      CheckpointError / ConversionError: for another architecture, unexpected, misshapen or
+        (non-head) missing params, or an unreadable checkpoint.
+      FileNotFoundError: when `path` holds no checkpoint.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist.")
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh_params, shardings
+    )
+    host = _load_host_params(path, cfg)
+    if host is None:
+        loaded, missing = checkpointing.restore_params(
+            path, abstract, allow_missing=new_heads, cfg=cfg
+        )
+        loaded_flat = _flat(loaded)
+    else:
+        loaded_flat, missing = _check_host(host, abstract, new_heads, path)
+    fresh_flat = _flat(fresh_params)
+    shard_flat = _flat(shardings)
+    merged = {}
+    for key, fresh in fresh_flat.items():
+        if key in loaded_flat:
+            value = loaded_flat[key]
+            if not isinstance(value, jax.Array) or value.sharding != shard_flat[key]:
+                value = jax.device_put(np.asarray(value, dtype=fresh.dtype), shard_flat[key])
+            merged[key] = value
+        else:
+            merged[key] = fresh
+    if missing:
+        log.warning(
+            "INITIAL_CHECKPOINT_PATH %s lacks %d new params, initialised fresh: %s",
+            path,
+            len(missing),
+            ", ".join(missing),
+        )
+    leaves = [merged[k] for k in fresh_flat]
+    return jax.tree.unflatten(jax.tree.structure(fresh_params), leaves), missing
+
+
+def _check_host(host, abstract, new_heads, path):
+    """Strict key/shape accounting of host params against the model."""
+    src = _flat(host)
+    want = _flat(abstract)
+    bad_shape = [
+        f"{k}: checkpoint {np.shape(src[k])}, model {v.shape}"
+        for k, v in want.items()
+        if k in src and tuple(np.shape(src[k])) != tuple(v.shape)
+    ]
+    unexpected = sorted(set(src) - set(want))
+    missing = sorted(set(want) - set(src))
+    not_allowed = [k for k in missing if not k.startswith(new_heads)]
+    problems = []
+    if bad_shape:
+        problems.append("shape mismatch: " + "; ".join(bad_shape[:8]))
+    if unexpected:
+        problems.append("unexpected params: " + ", ".join(unexpected[:8]))
+    if not_allowed:
+        problems.append("missing params: " + ", ".join(not_allowed[:8]))
+    if problems:
+        raise checkpointing.CheckpointError(
+            f"INITIAL_CHECKPOINT_PATH {path} does not fit this model: " + " | ".join(problems)
+        )
+    return src, missing

@@ -1,0 +1,362 @@
+"""The training loop: mesh, sharded state, the one jitted step, checkpoints, metrics.
+
+Read top to bottom, `train()` is the whole procedure (big_vision style):
+
+1. mesh + axis rules; batch size checked against the data-parallel size;
+2. model + objective; abstract (shape-only) state and its shardings;
+3. state: resumed from `MODEL_DIR/checkpoints`, else params from `INITIAL_CHECKPOINT_PATH`
+   or a sharded fresh init, then optimizer / objective state initialised *from those params*;
+4. the single `jax.jit` site: `train_step` with in/out shardings and the state donated;
+5. the loop: host-local batches -> global arrays -> step; metrics every `log_every` steps
+   (NaN check there, naming the step); async checkpoints every `save_every` steps and at the
+   end; SIGTERM saves the current step and returns cleanly.
+"""
+
+import functools
+import logging
+import pathlib
+import signal
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+import gin
+from codet5p_jax import checkpointing, metrics_writer, partitioning
+from codet5p_jax.config import T5Config, get_preset
+from codet5p_jax.models import build_model, init_args
+from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
+from codet5p_jax.train import data, initial_checkpoint, optimizers
+from codet5p_jax.train import step as step_lib
+from codet5p_jax.train.state import TrainState
+
+log = logging.getLogger(__name__)
+gin.external_configurable(get_preset, module="codet5p_jax.config")
+
+
+def check_required(**macros) -> None:
+    """Raises naming every run-gin macro still set to `%gin.REQUIRED`."""
+    missing = [name for name, value in macros.items() if value is gin.REQUIRED]
+    if missing:
+        raise ValueError(
+            f"Required gin macro(s) not set: {', '.join(missing)} (bind them in the experiment "
+            f"gin or with --gin.{missing[0]}=...)."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# State construction
+# ----------------------------------------------------------------------------------------------
+def _boxed_params_fn(model, cfg: T5Config, objective):
+    """`rng -> boxed params` of the network plus any objective-owned params (temperature)."""
+
+    def init(rng):
+        params = model.init(rng, *init_args(cfg))["params"]
+        if hasattr(objective, "init_params"):
+            params = objective.init_params(params, rng)
+        return params
+
+    return init
+
+
+def _abstract_state(boxed_init, objective, tx, mesh, rules, rng):
+    """Abstract `TrainState` (with `.sharding` on every leaf), shardings and the boxed params."""
+    boxed = jax.eval_shape(boxed_init, rng)
+    param_sh = partitioning.logical_to_shardings(boxed, mesh, rules)
+    params = partitioning.unbox_abstract(boxed)
+    opt = jax.eval_shape(tx.init, params)
+    opt_sh = partitioning.shardings_like_params(opt, param_sh, params, mesh)
+    extra_boxed = jax.eval_shape(objective.init_extra_state, boxed, rng)
+    extra_sh = partitioning.logical_to_shardings(extra_boxed, mesh, rules)
+    extra = partitioning.unbox_abstract(extra_boxed)
+    repl = partitioning.replicated(mesh)
+    shardings = TrainState(step=repl, params=param_sh, opt_state=opt_sh, extra=extra_sh)
+    plain = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32), params=params, opt_state=opt, extra=extra
+    )
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), plain, shardings
+    )
+    return abstract, shardings, boxed
+
+
+def _init_rest(params, boxed_template, objective, tx, shardings, rng):
+    """Optimizer and objective state from (possibly loaded) params, placed in their shards."""
+
+    def rest(p, r):
+        extra = objective.init_extra_state(partitioning.rebox(boxed_template, p), r)
+        return tx.init(p), partitioning.unbox_abstract(extra)
+
+    opt_state, extra = jax.jit(rest, out_shardings=(shardings.opt_state, shardings.extra))(
+        params, rng
+    )
+    return TrainState(
+        step=jax.device_put(jnp.zeros((), jnp.int32), shardings.step),
+        params=params,
+        opt_state=opt_state,
+        extra=extra,
+    )
+
+
+class _Preemption:
+    """SIGTERM sets a flag; the loop saves the current step and returns (TPU/GKE preemption)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.requested = True
+
+    def agreed(self) -> bool:
+        """All processes stop at the same step: any process's flag stops everyone."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray(self.requested))
+        return bool(np.any(flags))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+@gin.configurable(denylist=["stop_after"])
+def train(
+    *,
+    model_dir: str = gin.REQUIRED,
+    mixture_or_task_name: str = gin.REQUIRED,
+    task_feature_lengths: dict[str, int] = gin.REQUIRED,
+    train_steps: int = gin.REQUIRED,
+    batch_size: int = gin.REQUIRED,
+    model_config: T5Config | None = None,
+    objective_cls: Any = Seq2SeqObjective,
+    initial_checkpoint_path: str | None = None,
+    new_heads: tuple[str, ...] = initial_checkpoint.NEW_HEADS,
+    mesh_fn: Any = partitioning.make_mesh,
+    axis_rules: str = "dp",
+    seed: int = 0,
+    data_seed: int | None = None,
+    num_data_shards: int | None = None,
+    task_modules: tuple[str, ...] = ("tasks",),
+    num_microbatches: int = 1,
+    save_every: int = 1000,
+    keep_checkpoints: int | None = 3,
+    async_checkpoints: bool = True,
+    log_every: int = 50,
+    peak_flops: float | None = None,
+    plot: bool = True,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Trains (or resumes training of) a model; t5x-style gin entry point.
+
+    Args:
+      model_dir: Run directory (checkpoints, metrics, config.gin). Resumes if it has checkpoints.
+      mixture_or_task_name: SeqIO task or mixture (MIXTURE_OR_TASK_NAME).
+      task_feature_lengths: e.g. `{"inputs": 512, "targets": 256}` (TASK_FEATURE_LENGTHS).
+      train_steps: Total optimizer steps of the run (TRAIN_STEPS), counted from step 0.
+      batch_size: Global batch size (BATCH_SIZE), divisible by the data-parallel size.
+      model_config: The `T5Config` (gin: `@get_preset()`); None = the "tiny" preset.
+      objective_cls: `cls(model)` -> an objective (docs/DESIGN.md, Objectives).
+      initial_checkpoint_path: Params to start from (INITIAL_CHECKPOINT_PATH); ignored on resume.
+      new_heads: Param prefixes allowed to be missing from `initial_checkpoint_path`.
+      mesh_fn: `() -> Mesh` (gin-configure `make_mesh`).
+      axis_rules: Rule preset name in `partitioning.AXIS_RULES`.
+      seed: Seed of parameter init and dropout.
+      data_seed: Shuffle seed of the data (default `seed`).
+      num_data_shards: SeqIO shards per global batch (default: process count).
+      task_modules: Modules imported to register SeqIO tasks.
+      num_microbatches: Gradient accumulation factor.
+      save_every: Checkpoint interval in steps (a final checkpoint is always written).
+      keep_checkpoints: Newest checkpoints to keep.
+      async_checkpoints: Save in the background.
+      log_every: Metrics interval in steps.
+      peak_flops: Peak FLOP/s per device for MFU (default: datasheet table; CPU unknown).
+      plot: Write `loss_curve.png` at the end.
+      stop_after: Stop (with a checkpoint) after this many steps of *this* process, as a
+        preemption would (tests); not gin-bindable.
+
+    Returns:
+      A summary: `{"step", "final_metrics", "history", "preempted", "losses"}`.
+    """
+    check_required(
+        MODEL_DIR=model_dir,
+        MIXTURE_OR_TASK_NAME=mixture_or_task_name,
+        TASK_FEATURE_LENGTHS=task_feature_lengths,
+        TRAIN_STEPS=train_steps,
+        BATCH_SIZE=batch_size,
+        INITIAL_CHECKPOINT_PATH=initial_checkpoint_path,
+    )
+    model_dir = pathlib.Path(model_dir)
+    cfg = model_config or get_preset("tiny")
+    data_seed = seed if data_seed is None else data_seed
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        (model_dir / "config.gin").write_text(gin.config_str())
+
+    # -- 1. mesh --
+    mesh = mesh_fn()
+    rules = partitioning.get_axis_rules(axis_rules)
+    partitioning.check_batch_size(batch_size, mesh)
+    if batch_size % num_microbatches:
+        raise ValueError(
+            f"BATCH_SIZE={batch_size} is not divisible by {num_microbatches} microbatches."
+        )
+    data.import_task_modules(task_modules)
+    data.get_task(mixture_or_task_name)  # fail fast on an unknown task, before any compile
+
+    # -- 2. model, objective, optimizer, abstract state --
+    model = build_model(cfg)
+    objective = objective_cls(model)
+    schedule = optimizers.make_schedule(total_steps=train_steps)
+    rng = jax.random.key(seed)
+    init_rng, extra_rng, step_rng = jax.random.split(rng, 3)
+    boxed_init = _boxed_params_fn(model, cfg, objective)
+    abstract_params = partitioning.unbox_abstract(jax.eval_shape(boxed_init, init_rng))
+    tx = optimizers.make_optimizer(abstract_params, learning_rate=schedule)
+    abstract, shardings, boxed = _abstract_state(boxed_init, objective, tx, mesh, rules, init_rng)
+
+    # -- 3. state --
+    ckpt = checkpointing.Checkpointer(
+        model_dir, save_every=save_every, keep=keep_checkpoints, async_save=async_checkpoints
+    )
+    data_meta = {
+        "seed": data_seed,
+        "num_data_shards": num_data_shards or jax.process_count(),
+        "batch_size": batch_size,
+        "task": mixture_or_task_name,
+        "feature_lengths": dict(task_feature_lengths),
+    }
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, meta = ckpt.restore(latest, abstract, cfg)
+        state = state.replace(step=jax.device_put(state.step, shardings.step))
+        saved_data = {k: meta.get("data", {}).get(k) for k in data_meta}
+        if saved_data != data_meta:
+            raise checkpointing.CheckpointError(
+                f"Cannot resume {model_dir} exactly: its data settings {saved_data} differ from "
+                f"this run's {data_meta}. Use a new MODEL_DIR or the original settings."
+            )
+        log.info("Resumed %s at step %d.", model_dir, latest)
+    else:
+        params = partitioning.sharded_init(boxed_init, mesh, rules, init_rng)[0]
+        if initial_checkpoint_path:
+            params, fresh = initial_checkpoint.load_initial_params(
+                initial_checkpoint_path, params, shardings.params, cfg, new_heads=new_heads
+            )
+            log.info("Loaded params from %s (fresh: %s).", initial_checkpoint_path, fresh or "none")
+        state = _init_rest(params, boxed, objective, tx, shardings, extra_rng)
+    start = int(jax.device_get(state.step))
+
+    # -- 4. the one jit site --
+    step_fn = functools.partial(
+        step_lib.train_step,
+        loss_fn=objective.loss_fn,
+        tx=tx,
+        num_microbatches=num_microbatches,
+        learning_rate_fn=schedule,
+    )
+    batch_sh = partitioning.batch_sharding(mesh)
+    repl = partitioning.replicated(mesh)
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(shardings, batch_sh, repl),
+        out_shardings=(shardings, repl),
+        donate_argnums=(0,),
+    )
+
+    # -- 5. loop --
+    batches = data.host_batches(
+        mixture_or_task_name,
+        task_feature_lengths,
+        batch_size=batch_size,
+        seed=data_seed,
+        num_data_shards=num_data_shards,
+        start_batch=start,
+    )
+    preemption = _Preemption()
+    logger = None
+    pending: list[tuple[int, Any]] = []
+    losses: list[float] = []
+    preempted = False
+    compiled = None
+    step = start
+    try:
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            while step < train_steps:
+                local = next(batches)
+                batch = partitioning.host_local_to_global(local, mesh)
+                if compiled is None:
+                    compiled = jitted.lower(state, batch, step_rng).compile()
+                    logger = _make_logger(
+                        model_dir, compiled, batch, train_steps, start, peak_flops
+                    )
+                state, metrics = compiled(state, batch, step_rng)
+                step += 1
+                pending.append((step, metrics))
+                stop = preemption.agreed() or (
+                    stop_after is not None and step - start >= stop_after
+                )
+                done = stop or step == train_steps
+                if step % log_every == 0 or step % save_every == 0 or done:
+                    scalars = logger.log(step, pending)  # raises on NaN, before any save
+                    losses += [float(jax.device_get(m["loss"])) for _, m in pending]
+                    pending = []
+                    del scalars
+                if done or step % save_every == 0:
+                    ckpt.save(step, state, _meta(cfg, step, data_meta), force=done)
+                if stop:
+                    preempted = True
+                    log.warning("Stopping at step %d (preemption/stop request); saved.", step)
+                    break
+    finally:
+        preemption.restore()
+        ckpt.close()
+        if logger is not None:
+            logger.close()
+    history = logger.history if logger else []
+    if jax.process_index() == 0:
+        (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+        if plot and not preempted:
+            metrics_writer.plot_loss_curve(model_dir)
+    return {
+        "step": step,
+        "final_metrics": history[-1] if history else {},
+        "history": history,
+        "losses": losses,
+        "preempted": preempted,
+        "state": state,
+    }
+
+
+def _meta(cfg: T5Config, step: int, data_meta: dict) -> dict:
+    """Checkpoint metadata: model config and the data position (one batch per step)."""
+    return {
+        "model_config": checkpointing.config_to_dict(cfg),
+        "data": {**data_meta, "batches_consumed": int(step)},
+    }
+
+
+def _make_logger(model_dir, compiled, batch, train_steps, start, peak_flops):
+    """Metrics logger with tokens/step from the batch and FLOPs/step from XLA's cost analysis."""
+    tokens = int(sum(np.prod(v.shape) for k, v in batch.items() if k.endswith("_input_tokens")))
+    flops = None
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops = float(cost.get("flops", 0.0)) or None
+    except Exception:  # cost analysis is optional on some backends
+        flops = None
+    return metrics_writer.MetricsLogger(
+        model_dir,
+        total_steps=train_steps,
+        tokens_per_step=tokens,
+        flops_per_step=flops,
+        peak_flops=peak_flops,
+        start_step=start,
+    )
