@@ -103,13 +103,21 @@ def load_orbax(path) -> tuple[T5Config, dict]:
     params_dir = (path / PARAMS_DIR).absolute()
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: no such directory (not a codet5p orbax checkpoint)")
+    # A synchronous checkpointer, deliberately not closed in a `with`: closing it after a failed
+    # read makes orbax's event loop print "Event loop is closed" tracebacks at exit.
+    checkpointer = ocp.PyTreeCheckpointer()
     try:
-        with ocp.PyTreeCheckpointer() as checkpointer:
-            tree = checkpointer.metadata(params_dir).item_metadata.tree
-            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-            params = checkpointer.restore(
-                params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args)
-            )
+        metadata = checkpointer.metadata(params_dir).item_metadata
+        if metadata is None:
+            raise ConversionError(f"{params_dir}: no readable orbax metadata (corrupt?)")
+        restore_args = jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree
+        )
+        params = checkpointer.restore(
+            params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args)
+        )
+    except ConversionError:
+        raise
     except Exception as e:  # orbax/tensorstore raise many types; all mean "cannot read this"
         raise ConversionError(f"{params_dir}: unreadable orbax checkpoint: {e}") from e
     hf_t5.check_params(params, cfg, source=str(params_dir))
