@@ -55,6 +55,33 @@ def dot_product_attention(
     return jnp.einsum("bnls,bsnh->blnh", weights.astype(dtype), value)
 
 
+class Projection(nn.Module):
+    """A bias-free 3D-kernel projection: `[B, L, D] @ [D, N, H]` or `[B, L, N, H] @ [N, H, D]`.
+
+    The kernel is created in its real 3D shape so each dimension carries its own logical axis.
+    """
+
+    config: T5Config
+    shape: tuple[int, int, int]
+    axes: tuple[str, str, str]
+    stddev: float
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(self.stddev), self.axes),
+            self.shape,
+            cfg.params_dtype,
+        )
+        kernel = kernel.astype(cfg.compute_dtype)
+        x = x.astype(cfg.compute_dtype)
+        if self.axes[0] == "embed":
+            return jnp.einsum("bld,dnh->blnh", x, kernel)  # [B, L, D] -> [B, L, N, H]
+        return jnp.einsum("blnh,nhd->bld", x, kernel)  # [B, L, N, H] -> [B, L, D]
+
+
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with 3D kernels `[D, N, H]` / `[N, H, D]` and no biases.
 
@@ -81,37 +108,20 @@ class MultiHeadAttention(nn.Module):
     ):
         """[B, L, D], [B, S, D] -> [B, L, D]."""
         cfg = self.config
-        heads = (cfg.num_heads, cfg.head_dim)
-        in_shape, out_shape = (cfg.emb_dim, *heads), (*heads, cfg.emb_dim)
-
-        def init_3d(std, shape):
-            # nn.DenseGeneral asks for the flattened 2D kernel; creating the (boxed) kernel in its
-            # real 3D shape lets its 3 logical names apply under a mesh (same random values).
-            return lambda rng, _flat, dtype=jnp.float32: nn.initializers.normal(std)(
-                rng, shape, dtype
-            )
-
-        dense = lambda axes, std, name, features, shape, axis=-1: nn.DenseGeneral(  # noqa: E731
-            features,
-            axis=axis,
-            use_bias=False,
-            dtype=cfg.compute_dtype,
-            param_dtype=cfg.params_dtype,
-            kernel_init=nn.with_logical_partitioning(init_3d(std, shape), axes),
-            name=name,
-        )
-        in_axes = ("embed", "heads", "kv")
+        shape_in = (cfg.emb_dim, cfg.num_heads, cfg.head_dim)
+        axes_in = ("embed", "heads", "kv")
         # HF T5 init: q std (D*H)^-0.5 (the folded 1/sqrt(H)), k/v std D^-0.5, o std (N*H)^-0.5.
-        query_proj = dense(in_axes, (cfg.emb_dim * cfg.head_dim) ** -0.5, "query", heads, in_shape)
-        key_proj = dense(in_axes, cfg.emb_dim**-0.5, "key", heads, in_shape)
-        value_proj = dense(in_axes, cfg.emb_dim**-0.5, "value", heads, in_shape)
-        out_proj = dense(
+        query_proj = Projection(
+            cfg, shape_in, axes_in, (cfg.emb_dim * cfg.head_dim) ** -0.5, name="query"
+        )
+        key_proj = Projection(cfg, shape_in, axes_in, cfg.emb_dim**-0.5, name="key")
+        value_proj = Projection(cfg, shape_in, axes_in, cfg.emb_dim**-0.5, name="value")
+        out_proj = Projection(
+            cfg,
+            (cfg.num_heads, cfg.head_dim, cfg.emb_dim),
             ("heads", "kv", "embed"),
             (cfg.num_heads * cfg.head_dim) ** -0.5,
-            "out",
-            cfg.emb_dim,
-            out_shape,
-            axis=(-2, -1),
+            name="out",
         )
 
         query = query_proj(inputs_q)
