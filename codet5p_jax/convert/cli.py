@@ -1,11 +1,13 @@
 """`codet5p convert SRC DST --to {hf,orbax} [--scan/--no-scan]`.
 
-SRC is an HF model directory (config.json + safetensors or pytorch_model.bin, sharded or not) or
-a params-only orbax directory; its format is detected. DST must not exist; it is written in a
-temporary sibling and renamed, so a failed conversion leaves nothing behind.
+SRC is an HF model directory (config.json + safetensors or pytorch_model.bin, sharded or not), a
+params-only orbax directory, or a training MODEL_DIR (its latest step); the format is detected.
+DST must not exist; it is written in a temporary sibling and renamed, so a failed conversion
+leaves nothing behind.
 
     codet5p convert ./codet5p-220m ./ckpt --to orbax --scan
     codet5p convert ./ckpt ./codet5p-220m-hf --to hf
+    codet5p convert ./runs/finetune ./finetuned-hf --to hf
 """
 
 import argparse
@@ -23,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert CodeT5+ checkpoints between HF and orbax layouts (format of SRC "
         "is detected).",
     )
-    parser.add_argument("src", help="HF model directory or orbax checkpoint directory")
+    parser.add_argument("src", help="HF model dir, orbax checkpoint dir, or training MODEL_DIR")
     parser.add_argument("dst", help="directory to create (must not exist)")
     parser.add_argument("--to", required=True, choices=formats.FORMATS, help="output format")
     parser.add_argument(

@@ -1,19 +1,21 @@
 """Checkpoint formats: detect what a directory holds, load it, save it in either layout.
 
-Formats: "hf" (an HF model directory, see `hf_io`) and "orbax" (a params-only orbax directory,
-see `orbax_io`). A training MODEL_DIR resolves to one of these through
-`resolve_checkpoint_dir`, the single place that knows directory layouts.
+Formats written: "hf" (an HF model directory, see `hf_io`) and "orbax" (a params-only orbax
+directory, see `orbax_io`). Also read: "run", a training MODEL_DIR (or its `checkpoints/` or a
+`<step>` dir; see `checkpointing.py`), whose latest finished step is used.
+`resolve_checkpoint_dir` is the single place that tells these layouts apart.
 """
 
 import dataclasses
 import pathlib
 
+from codet5p_jax import checkpointing
 from codet5p_jax.config import T5Config
-from codet5p_jax.convert import hf_io, orbax_io
+from codet5p_jax.convert import hf_io, hf_t5, orbax_io
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.convert.scan import scan_params, unscan_params
 
-FORMATS = ("hf", "orbax")
+FORMATS = ("hf", "orbax")  # output formats; "run" directories are read only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +26,7 @@ class Checkpoint:
       config: The model config; `config.scan_layers` gives the layout of `params`.
       params: Nested dicts of numpy arrays, in the stored dtypes.
       tokenizer_dir: A directory with the source's tokenizer files, or None.
-      format: The detected source format ("hf" or "orbax").
+      format: The detected source format ("hf", "orbax" or "run").
       path: The directory the params were read from.
     """
 
@@ -39,11 +41,12 @@ def resolve_checkpoint_dir(path) -> tuple[str, pathlib.Path]:
     """Detects the format of the checkpoint at `path`.
 
     Args:
-      path: An HF model directory or a `save_orbax` directory.
+      path: An HF model directory, a `save_orbax` directory, or a training MODEL_DIR (also its
+        `checkpoints/` or one `<step>` directory).
 
     Returns:
-      `(format, directory)` with format in `FORMATS`; the directory is where that format's
-      files are (for a training MODEL_DIR it will be the chosen step's params).
+      `(format, directory)`: "hf" or "orbax" with `path`, or "run" with the latest finished
+      `<step>` directory.
 
     Raises:
       ConversionError: If `path` does not exist or holds no recognised checkpoint.
@@ -57,9 +60,14 @@ def resolve_checkpoint_dir(path) -> tuple[str, pathlib.Path]:
         return "orbax", path
     if hf_io.is_hf_dir(path):
         return "hf", path
+    try:
+        return "run", checkpointing.resolve_step_dir(path)
+    except FileNotFoundError:
+        pass
     raise ConversionError(
         f"{path}: not a checkpoint directory (no {hf_io.CONFIG_FILE} of an HF model, "
-        f"no {orbax_io.CONFIG_FILE} + {orbax_io.PARAMS_DIR}/ of an orbax checkpoint)"
+        f"no {orbax_io.CONFIG_FILE} + {orbax_io.PARAMS_DIR}/ of an orbax checkpoint, "
+        f"no {checkpointing.CHECKPOINTS}/<step>/ of a training run)"
     )
 
 
@@ -75,7 +83,7 @@ def load_checkpoint(path, scan_layers: bool | None = None) -> Checkpoint:
     """Loads any supported checkpoint directory into host memory.
 
     Args:
-      path: HF directory or orbax directory (detected by `resolve_checkpoint_dir`).
+      path: HF, orbax or training-run directory (detected by `resolve_checkpoint_dir`).
       scan_layers: Layout of the returned params; None keeps the stored layout (HF is unscanned).
 
     Returns:
@@ -88,11 +96,24 @@ def load_checkpoint(path, scan_layers: bool | None = None) -> Checkpoint:
     if fmt == "hf":
         cfg, params = hf_io.read_hf_checkpoint(directory)
         tokenizer_dir = directory
-    else:
+    elif fmt == "orbax":
         cfg, params = orbax_io.load_orbax(directory)
         tokenizer_dir = orbax_io.tokenizer_dir_of(directory)
+    else:
+        cfg, params = _load_run_step(directory)
+        tokenizer_dir = None
     cfg, params = relayout(cfg, params, scan_layers)
     return Checkpoint(cfg, params, tokenizer_dir, fmt, directory)
+
+
+def _load_run_step(step_dir: pathlib.Path) -> tuple[T5Config, dict]:
+    """Params and config of one training checkpoint step, checked against each other."""
+    try:
+        params, cfg, _ = checkpointing.latest_params(step_dir)
+    except (checkpointing.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+        raise ConversionError(f"{step_dir}: unreadable training checkpoint: {e}") from e
+    hf_t5.check_params(params, cfg, source=str(step_dir / "params"))
+    return cfg, params
 
 
 def save_checkpoint(dst, cfg: T5Config, params, fmt: str, tokenizer_dir=None) -> None:

@@ -8,7 +8,8 @@ import pytest
 import torch
 from tiny_checkpoints import TOKENIZER_FILES, build_reference, write_hf_dir
 
-from codet5p_jax.convert import hf_io, orbax_io
+from codet5p_jax import checkpointing
+from codet5p_jax.convert import formats, hf_io, orbax_io
 from codet5p_jax.convert.cli import convert
 from codet5p_jax.convert.hf_t5 import TIED_KEYS
 from codet5p_jax.convert.mapping import ConversionError
@@ -159,3 +160,22 @@ def test_checkpoint_without_optional_tied_copies_loads(tmp_path):
     _, without = hf_io.read_hf_checkpoint(tmp_path / "src")
     _assert_same_tree(without, with_copies)
     assert np.asarray(without["itm_head"]["kernel"]).shape == (16, 2)
+
+
+def test_training_run_dir_converts_to_hf_bit_exactly(hf_source, tmp_path):
+    kind, src, _ = hf_source
+    cfg, params = hf_io.read_hf_checkpoint(src, scan_layers=True)
+    checkpointing.save_params(tmp_path / "run", params, cfg, step=3)
+    checkpointing.save_params(tmp_path / "run", params, cfg, step=7)
+    fmt, step_dir = formats.resolve_checkpoint_dir(tmp_path / "run")
+    assert (fmt, step_dir) == ("run", tmp_path / "run" / "checkpoints" / "7")
+    convert(tmp_path / "run", tmp_path / "hf", "hf")
+    source = hf_io.read_hf_state(src)
+    _assert_same_state(
+        hf_io.read_hf_state(tmp_path / "hf"),
+        {k: v for k, v in source.items() if k not in TIED_KEYS},
+    )
+    assert (
+        hf_io.read_hf_config(tmp_path / "hf")["model_type"]
+        == hf_io.read_hf_config(src)["model_type"]
+    )
