@@ -23,10 +23,12 @@ class EvaluationResult:
     problems: list[dict]
 
     def write(self, out_dir: str | os.PathLike) -> None:
-        """Writes metrics.json, samples_results.jsonl and problems.jsonl into `out_dir`."""
-        results_io.write_json(os.path.join(out_dir, "metrics.json"), self.metrics)
+        """Writes metrics.json, samples_results.jsonl and (if any) problems.jsonl into `out_dir`."""
         results_io.write_jsonl(os.path.join(out_dir, "samples_results.jsonl"), self.samples)
-        results_io.write_jsonl(os.path.join(out_dir, "problems.jsonl"), self.problems)
+        if self.problems:
+            results_io.write_jsonl(os.path.join(out_dir, "problems.jsonl"), self.problems)
+        # Last, so a metrics.json on disk means the per-sample files beside it are complete.
+        results_io.write_json(os.path.join(out_dir, "metrics.json"), self.metrics)
 
 
 def aggregate(

