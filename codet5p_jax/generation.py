@@ -1,0 +1,325 @@
+"""`generate()` for the encoder-decoder networks: validation, cache set-up and one jitted loop.
+
+The model glue around the pure loops of `decoding.py` / `beam_search.py`:
+
+1. encode the prompts once; create the decoder cache with one `decode=True` call on a
+   `[B, max_len]` dummy (this also projects the encoder keys/values once);
+2. prefill `[decoder_start] + the common part of the decoder prefixes` in one multi-token call;
+3. repeat every cache row `N` times (beams or samples) and run the loop.
+
+All of it is a single `jax.jit` per (model, options, shapes). Decoder prefixes (the prompt fed to
+the decoder as well, as CodeT5+ 2B+ do) may differ in length per row: the shortest common part
+is prefilled and the remainder forced token by token. Outputs exclude the start token and the
+prefix.
+"""
+
+import dataclasses
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codet5p_jax.beam_search import beam_search
+from codet5p_jax.decoding import stop_sequence_table, temperature_sample
+
+METHODS = ("greedy", "beam", "sample")
+# Cache entries of the decoder stack itself (not per row): the write position and the key
+# positions. Every other cache leaf has the batch at axis 0, scanned layouts included.
+_SHARED_CACHE_ENTRIES = ("position", "key_positions")
+
+
+class GenerateOutput(NamedTuple):
+    """Result of `generate`.
+
+    Attributes:
+      tokens: `[B, N, T]` int32 new tokens (N = num_beams, num_samples or 1), pad-filled after
+        the stopping token; beams are sorted best first.
+      lengths: `[B, N]` int32 generated tokens per sequence, the stopping token included.
+      scores: `[B, N]` float32 beam scores (`sum_logprobs / length**length_penalty`, as HF
+        `sequences_scores`); None for greedy and sampling.
+    """
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    scores: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    method: str
+    num_return: int
+    max_new_tokens: int
+    prefill_len: int
+    length_penalty: float
+    early_stopping: bool | str
+    temperature: float
+    top_k: int
+    top_p: float
+    eos_id: int | None
+    pad_id: int
+    start_id: int
+    stop_table: tuple | None  # hashable copy of the [S, W] table
+
+
+def _is_shared(path) -> bool:
+    return getattr(path[-1], "key", None) in _SHARED_CACHE_ENTRIES
+
+
+def repeat_cache(cache, n: int):
+    """Repeats every per-row cache leaf `n` times along the batch axis (row-major)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: x if _is_shared(p) or x.ndim == 0 else jnp.repeat(x, n, axis=0), cache
+    )
+
+
+def gather_cache(cache, rows):
+    """Reorders the batch axis of every per-row cache leaf by `rows [B']`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: x if _is_shared(p) or x.ndim == 0 else jnp.take(x, rows, axis=0), cache
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("model", "opts"))
+def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, forced, forced_len, rng):
+    batch = input_ids.shape[0]
+    n = opts.num_return
+    cache_len = prefill.shape[1] + forced.shape[1] + opts.max_new_tokens - 1
+    encoded = model.apply({"params": params}, input_ids, mask, method=model.encode)
+    dummy = jnp.zeros((batch, cache_len), jnp.int32)
+    _, init = model.apply(
+        {"params": params},
+        encoded,
+        mask,
+        dummy,
+        decode=True,
+        mutable=["cache"],
+        method=model.decode,
+    )
+
+    def step(tokens, cache, row_mask, enc):
+        logits, new = model.apply(
+            {"params": params, "cache": cache},
+            enc,
+            row_mask,
+            tokens,
+            decode=True,
+            mutable=["cache"],
+            method=model.decode,
+        )
+        return logits[:, -1], new["cache"]
+
+    first_logits, cache = step(prefill, init["cache"], mask, encoded)
+    row_mask = jnp.repeat(mask, n, axis=0)
+    # Cached cross-attention reads the encoder keys/values stored at cache creation, so the
+    # encoder states themselves are no longer needed: pass a one-position placeholder.
+    placeholder = jnp.zeros((batch * n, 1, encoded.shape[-1]), encoded.dtype)
+    tokens_to_logits = functools.partial(step, row_mask=row_mask, enc=placeholder)
+    cache = repeat_cache(cache, n)
+    first_logits = jnp.repeat(first_logits, n, axis=0)
+    table = None if opts.stop_table is None else jnp.asarray(opts.stop_table, jnp.int32)
+    common = dict(
+        max_new_tokens=opts.max_new_tokens,
+        eos_id=opts.eos_id,
+        pad_id=opts.pad_id,
+        stop_table=table,
+    )
+    if opts.method == "beam":
+        out = beam_search(
+            tokens_to_logits,
+            gather_cache,
+            first_logits,
+            cache,
+            num_beams=n,
+            length_penalty=opts.length_penalty,
+            early_stopping=opts.early_stopping,
+            forced=forced,
+            forced_len=forced_len,
+            **common,
+        )
+        return out.tokens, out.lengths, out.scores
+    out = temperature_sample(
+        tokens_to_logits,
+        first_logits,
+        cache,
+        rng=rng,
+        temperature=0.0 if opts.method == "greedy" else opts.temperature,
+        top_k=opts.top_k,
+        top_p=opts.top_p,
+        forced=jnp.repeat(forced, n, axis=0),
+        forced_len=jnp.repeat(forced_len, n, axis=0),
+        **common,
+    )
+    seq_len = out.tokens.shape[-1]
+    return out.tokens.reshape(batch, n, seq_len), out.lengths.reshape(batch, n), None
+
+
+def _as_int_matrix(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 2 or arr.shape[1] == 0 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be a non-empty [batch, length] integer array; got "
+            f"shape {arr.shape} dtype {arr.dtype}."
+        )
+    return arr.astype(np.int32)
+
+
+def _prefix_parts(prefix, prefix_mask, batch: int, start_id: int, pad_id: int):
+    """Splits decoder prefixes into the prefilled common part and the forced ragged remainder."""
+    if prefix is None:
+        return (
+            np.full((batch, 1), start_id, np.int32),
+            np.zeros((batch, 0), np.int32),
+            np.zeros((batch,), np.int32),
+        )
+    prefix = _as_int_matrix(prefix, "decoder_prefix_ids")
+    if prefix.shape[0] != batch:
+        raise ValueError(
+            f"decoder_prefix_ids has {prefix.shape[0]} rows but input_ids has {batch}."
+        )
+    mask = prefix != pad_id if prefix_mask is None else np.asarray(prefix_mask).astype(bool)
+    lengths = mask.sum(axis=1)
+    if mask.shape != prefix.shape or not np.array_equal(
+        mask, np.arange(prefix.shape[1]) < lengths[:, None]
+    ):
+        raise ValueError(
+            "decoder_prefix_ids must be right-padded: the mask must be a run of 1s "
+            "followed by 0s in every row."
+        )
+    common = int(lengths.min())
+    prefill = np.concatenate([np.full((batch, 1), start_id, np.int32), prefix[:, :common]], 1)
+    forced = prefix[:, common : int(lengths.max())]
+    return prefill, forced, lengths - common
+
+
+def generate(
+    model,
+    params,
+    input_ids,
+    attention_mask=None,
+    *,
+    max_new_tokens: int,
+    method: str = "greedy",
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    num_samples: int = 1,
+    seed: int = 0,
+    stop_token_ids=None,
+    decoder_prefix_ids=None,
+    decoder_prefix_mask=None,
+    max_input_length: int | None = None,
+) -> GenerateOutput:
+    """Generates continuations of a batch of (padded) prompts with a `CodeT5pEncDec` network.
+
+    Args:
+      model: The Linen network (`models.build_model(cfg)`).
+      params: Its unboxed parameters.
+      input_ids: `[B, S]` encoder prompts, padded on either side.
+      attention_mask: `[B, S]` 1 for real tokens; default `input_ids != pad_token_id`.
+      max_new_tokens: Generation budget per sequence (prefix excluded).
+      method: "greedy", "beam" or "sample".
+      num_beams: Beams for "beam" (>= 1).
+      length_penalty: Beam score `sum_logprobs / length**length_penalty` (HF semantics).
+      early_stopping: Beam stop rule: True, False or "never", as HF (see `beam_search.py`).
+      temperature: Sampling temperature (> 0) for "sample".
+      top_k: Sample among the k most likely tokens (0 = off).
+      top_p: Nucleus sampling mass in (0, 1] (1 = off).
+      num_samples: Independent samples per prompt for "sample".
+      seed: PRNG seed for "sample"; the same seed and inputs give the same samples.
+      stop_token_ids: Token-level stop sequences: ints and/or lists of ids. A sequence ends
+        after emitting EOS or any of them (kept in the output). String-level stops must be
+        applied by the caller after detokenisation.
+      decoder_prefix_ids: `[B, P]` right-padded tokens fed to the decoder after the start token
+        before generating (excluded from the output); rows may have different lengths.
+      decoder_prefix_mask: `[B, P]` 1 for real prefix tokens; default `!= pad_token_id`.
+      max_input_length: Reject prompts with more real tokens than this (the caller's limit,
+        e.g. the tokenizer's 512); None = no limit.
+
+    Returns:
+      A `GenerateOutput` of numpy arrays.
+
+    Raises:
+      ValueError: on an unknown method, `num_beams` / `num_samples` < 1, a prompt over
+        `max_input_length`, bad sampling parameters or malformed arrays, naming the value.
+    """
+    cfg = model.config
+    if method not in METHODS:
+        raise ValueError(f"Unknown decoding method {method!r}; expected one of {METHODS}.")
+    if not cfg.has_decoder:
+        raise ValueError(f"Model kind {cfg.kind!r} has no decoder; generate needs one.")
+    if int(num_beams) < 1:
+        raise ValueError(f"num_beams must be >= 1; got {num_beams}.")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1; got {num_samples}.")
+    if int(max_new_tokens) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}.")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never'; got {early_stopping!r}.")
+    if method == "sample":
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0 for sampling; got {temperature}.")
+        if int(top_k) < 0:
+            raise ValueError(f"top_k must be >= 0; got {top_k}.")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
+    input_ids = _as_int_matrix(input_ids, "input_ids")
+    if attention_mask is None:
+        mask = input_ids != cfg.pad_token_id
+    else:
+        mask = np.asarray(attention_mask).astype(bool)
+        if mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {mask.shape} != input_ids shape {input_ids.shape}."
+            )
+    prompt_lengths = mask.sum(axis=1)
+    if max_input_length is not None and prompt_lengths.max() > max_input_length:
+        row = int(np.argmax(prompt_lengths))
+        raise ValueError(
+            f"Prompt {row} has {int(prompt_lengths[row])} tokens, more than "
+            f"max_input_length={max_input_length}."
+        )
+    batch = input_ids.shape[0]
+    prefill, forced, forced_len = _prefix_parts(
+        decoder_prefix_ids,
+        decoder_prefix_mask,
+        batch,
+        cfg.decoder_start_token_id,
+        cfg.pad_token_id,
+    )
+    table = stop_sequence_table(stop_token_ids)
+    opts = _Options(
+        method=method,
+        num_return={"greedy": 1, "beam": int(num_beams), "sample": int(num_samples)}[method],
+        max_new_tokens=int(max_new_tokens),
+        prefill_len=prefill.shape[1],
+        length_penalty=float(length_penalty),
+        early_stopping=early_stopping,
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        eos_id=cfg.eos_token_id,
+        pad_id=cfg.pad_token_id,
+        start_id=cfg.decoder_start_token_id,
+        stop_table=None if table is None else tuple(map(tuple, table.tolist())),
+    )
+    tokens, lengths, scores = _generate_jit(
+        model,
+        opts,
+        params,
+        input_ids,
+        mask,
+        prefill,
+        forced,
+        np.asarray(forced_len, np.int32),
+        jax.random.PRNGKey(seed),
+    )
+    return GenerateOutput(
+        tokens=np.asarray(tokens),
+        lengths=np.asarray(lengths),
+        scores=None if scores is None else np.asarray(scores),
+    )
