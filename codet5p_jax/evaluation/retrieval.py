@@ -109,6 +109,37 @@ def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> li
     return pairs
 
 
+def load_corpus_pairs(name: str = "stdlib", split: str = "validation", **spec) -> list[Pair]:
+    """(docstring, code) pairs of a prepared corpus split (`tasks.corpus_cache`).
+
+    The bundled corpus is `name="stdlib"`; its `validation` split (files hashed out of
+    training, so no function of a held-out file was trained on) is the held-out retrieval set.
+    Extra keyword arguments build the `CorpusSpec` (`kind`, `path`, ...) for other corpora.
+    """
+    import tensorflow as tf
+
+    from tasks.corpus_cache import CorpusSpec, corpus_files
+
+    spec = CorpusSpec(name=name, kind=spec.pop("kind", "stdlib" if name == "stdlib" else "pairs"),
+                      **spec)  # fmt: skip
+    features = {k: tf.io.FixedLenFeature([], tf.string) for k in ("code", "docstring")}
+    pairs = []
+    for record in tf.data.TFRecordDataset(corpus_files(spec, "pairs", split)):
+        ex = tf.io.parse_single_example(record, features)
+        text, code = (ex[k].numpy().decode("utf-8").strip() for k in ("docstring", "code"))
+        if text and code:  # the corpus builder already drops empty sides; keep the guarantee
+            pairs.append(Pair(text, code))
+    return pairs
+
+
+def load_eval_pairs(data: str, *, on_empty: str = "error", limit: int | None = None) -> list[Pair]:
+    """Pairs from `corpus:split` (e.g. `stdlib:validation`) or a JSON/JSONL file path."""
+    if ":" in data and not pathlib.Path(data).exists():
+        name, split = data.split(":", 1)
+        return load_corpus_pairs(name, split)[:limit]
+    return load_pairs(data, on_empty=on_empty, limit=limit)
+
+
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
@@ -332,3 +363,50 @@ def evaluate_pairs(
             bm25_scores([p.text for p in pairs], [p.code for p in pairs]), ks=ks
         )
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m codet5p_jax.evaluation.retrieval --model M --data D`: prints metrics as JSON."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="codet5p_jax.evaluation.retrieval", description=__doc__)
+    p.add_argument("--model", required=True, help="HF dir, orbax dir or training MODEL_DIR")
+    p.add_argument("--data", default="stdlib:validation", help="corpus:split or JSON(L) file")
+    p.add_argument("--tokenizer", default=None, help="tokenizer dir (default: the model's)")
+    p.add_argument("--text-length", type=int, default=TEXT_LENGTH)
+    p.add_argument("--code-length", type=int, default=CODE_LENGTH)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--rerank-top-k", type=int, default=0, help="matching re-rank (bimodal)")
+    p.add_argument("--bm25", action="store_true", help="also report the BM25 baseline")
+    p.add_argument("--skip-empty", action="store_true", help="drop pairs with an empty side")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs")
+    args = p.parse_args(argv)
+    from codet5p_jax import from_pretrained
+    from tasks.vocabularies import CodeT5Vocabulary
+
+    try:
+        pairs = load_eval_pairs(
+            args.data, on_empty="skip" if args.skip_empty else "error", limit=args.limit
+        )
+        model = from_pretrained(args.model)
+        vocab = CodeT5Vocabulary(args.tokenizer or model.tokenizer_dir)
+        ks = tuple(k for k in DEFAULT_KS if k <= len(pairs))
+        results = evaluate_pairs(
+            model.model, model.params, pairs, vocab.encode, text_length=args.text_length,
+            code_length=args.code_length, batch_size=args.batch_size, ks=ks,
+            rerank_top_k=args.rerank_top_k, with_bm25=args.bm25,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as e:
+        print(f"retrieval: {e}", file=sys.stderr)
+        return 2
+    results["num_pairs"] = len(pairs)
+    results["random_mrr"] = random_baseline_mrr(len(pairs))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
