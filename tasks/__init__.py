@@ -1,0 +1,37 @@
+"""SeqIO data for CodeT5+: vocabularies, corpora, stage-1/2 and downstream tasks and mixtures.
+
+`import tasks` registers the tasks and mixtures over the bundled corpus (this interpreter's
+standard library) and HumanEval; `tasks.register_corpus(name, path, kind=...)` registers the same
+set over a user corpus. Nothing is read or tokenized until a dataset is requested. See
+docs/data.md.
+"""
+
+import gin
+from tasks.registry import (
+    DEFAULT_LENGTHS,
+    corpus_mixture,
+    corpus_names,
+    feature_converter_for,
+    register_corpus,
+    register_defaults,
+)
+from tasks.stage1 import Stage1FeatureConverter
+from tasks.stage2 import BimodalFeatureConverter
+from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary
+
+gin.external_configurable(Stage1FeatureConverter, module="tasks")
+gin.external_configurable(BimodalFeatureConverter, module="tasks")
+
+register_defaults()
+
+__all__ = [
+    "DEFAULT_LENGTHS",
+    "BimodalFeatureConverter",
+    "CodeGenVocabulary",
+    "CodeT5Vocabulary",
+    "Stage1FeatureConverter",
+    "corpus_mixture",
+    "corpus_names",
+    "feature_converter_for",
+    "register_corpus",
+]

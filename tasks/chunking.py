@@ -1,0 +1,76 @@
+"""Stage-1 input pipeline: tokenize whole files, filter by size, concatenate and chunk.
+
+CodeT5+ §3.1 / §4.1: files of 50-2,000 tokens are kept; "we concatenate different code files
+into sequences and truncate them into chunks of fixed length". Files are joined with `</s>` so
+a chunk that spans two files shows the boundary. These steps are deterministic, so they sit
+before seqio's `CacheDatasetPlaceholder` and can be cached offline.
+"""
+
+import seqio
+import tensorflow as tf
+
+# Paper §4.1 file-size filter, in tokens of the CodeT5 tokenizer.
+MIN_FILE_TOKENS = 50
+MAX_FILE_TOKENS = 2000
+
+
+def tokenize_code(
+    ds: tf.data.Dataset, vocabulary: seqio.Vocabulary, key: str = "code"
+) -> tf.data.Dataset:
+    """Maps `{key: string}` examples to `{"tokens": int32 [n]}` (no EOS)."""
+
+    def fn(ex):
+        return {"tokens": tf.cast(vocabulary.encode_tf(ex[key]), tf.int32)}
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def filter_by_length(
+    ds: tf.data.Dataset, min_tokens: int = MIN_FILE_TOKENS, max_tokens: int = MAX_FILE_TOKENS
+) -> tf.data.Dataset:
+    """Keeps files whose token count is within `[min_tokens, max_tokens]` (None = no bound)."""
+
+    def keep(ex):
+        n = tf.size(ex["tokens"])
+        ok = tf.constant(True)
+        if min_tokens is not None:
+            ok = tf.logical_and(ok, n >= min_tokens)
+        if max_tokens is not None:
+            ok = tf.logical_and(ok, n <= max_tokens)
+        return ok
+
+    return ds.filter(keep)
+
+
+def concat_and_chunk(
+    ds: tf.data.Dataset, chunk_length: int, separator_id: int | None
+) -> tf.data.Dataset:
+    """Concatenates token streams (joined by `separator_id`) into `{"tokens": [chunk_length]}`.
+
+    The final partial chunk is dropped, so every chunk has exactly `chunk_length` tokens.
+    """
+    if chunk_length < 1:
+        raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
+
+    def with_separator(ex):
+        tokens = ex["tokens"]
+        if separator_id is not None:
+            tokens = tf.concat([tokens, [separator_id]], axis=0)
+        return tokens
+
+    flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    chunks = flat.batch(chunk_length, drop_remainder=True)
+    return chunks.map(lambda t: {"tokens": t}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def prepare_stage1_chunks(
+    ds: tf.data.Dataset,
+    vocabulary: seqio.Vocabulary,
+    chunk_length: int,
+    min_tokens: int | None = MIN_FILE_TOKENS,
+    max_tokens: int | None = MAX_FILE_TOKENS,
+) -> tf.data.Dataset:
+    """tokenize -> size filter -> concatenate with `</s>` -> fixed chunks (one seqio step)."""
+    ds = tokenize_code(ds, vocabulary)
+    ds = filter_by_length(ds, min_tokens, max_tokens)
+    return concat_and_chunk(ds, chunk_length, vocabulary.eos_id)

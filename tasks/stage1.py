@@ -1,0 +1,155 @@
+"""Stage-1 (unimodal code) tasks and the feature converter that keeps `objective_ids`.
+
+Tasks per corpus `<c>` (paper §3.1, default lengths in `DEFAULT_LENGTHS`):
+* `codet5p_stage1_<c>_span_denoise`: span corruption, 15 % noise, mean span 3; inputs 512.
+* `codet5p_stage1_<c>_seq2seq_clm`: `[CLM]` + prefix -> suffix, pivot uniform in 10-90 %.
+* `codet5p_stage1_<c>_decoder_clm`: `[CLM]` -> whole chunk (decoder 1024).
+Every example carries `objective_id` (0, 1, 2); `Stage1FeatureConverter` turns it into the
+batch feature `objective_ids [B]`.
+"""
+
+import functools
+from collections.abc import Mapping
+
+import seqio
+import tensorflow as tf
+
+from tasks import causal_lm, chunking, span_corruption
+from tasks.corpus_cache import CorpusSpec
+from tasks.data_sources import PreparedCorpusSource
+
+OBJECTIVES = ("span_denoise", "seq2seq_clm", "decoder_clm")  # index = objective id
+DEFAULT_LENGTHS = {
+    "span_denoise": {"inputs": 512, "targets": 114},
+    "seq2seq_clm": {"inputs": 768, "targets": 600},
+    "decoder_clm": {"inputs": 1, "targets": 1024},
+}
+# The joint mixture pads every objective to the longest encoder and decoder lengths.
+JOINT_LENGTHS = {"inputs": 768, "targets": 1024}
+
+
+class Stage1FeatureConverter(seqio.EncDecFeatureConverter):
+    """`seqio.EncDecFeatureConverter` that also emits `objective_ids [B]` (int32).
+
+    Output features (t5x names, padded with 0): `encoder_input_tokens [B, S]`,
+    `decoder_input_tokens [B, T]` (targets shifted right, starting with 0),
+    `decoder_target_tokens [B, T]`, `decoder_loss_weights [B, T]` (1 on real target tokens),
+    `objective_ids [B]` (0 span denoising, 1 seq2seq causal LM, 2 decoder-only causal LM).
+    Packing is not supported (one objective per row). Task feature lengths: `inputs`, `targets`.
+    """
+
+    MODEL_FEATURES = {
+        **seqio.EncDecFeatureConverter.MODEL_FEATURES,
+        "objective_ids": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32, rank=0),
+    }
+
+    def __init__(self, pack: bool = False, **kwargs):
+        if pack:
+            raise ValueError("Stage1FeatureConverter does not pack: objective_ids is per row")
+        super().__init__(pack=False, **kwargs)
+
+    def _convert_features(self, ds, task_feature_lengths):
+        if "objective_id" not in ds.element_spec:
+            raise ValueError(
+                "Stage1FeatureConverter needs an `objective_id` feature (stage-1 tasks emit it); "
+                f"got {sorted(ds.element_spec)}"
+            )
+        ds = self._pack_or_pad(ds, task_feature_lengths)
+
+        def convert(ex):
+            out = dict(self._convert_example(ex))
+            out["objective_ids"] = tf.cast(ex["objective_id"], tf.int32)
+            return out
+
+        return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]):
+        lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
+        lengths["objective_ids"] = 1  # rank 0: the length is not checked
+        return lengths
+
+
+def output_features(vocabulary) -> dict[str, seqio.Feature]:
+    """Output features shared by all stage-1 tasks (EOS is appended by the preprocessors)."""
+    return {
+        "inputs": seqio.Feature(vocabulary, add_eos=False),
+        "targets": seqio.Feature(vocabulary, add_eos=False),
+        "objective_id": seqio.Feature(
+            seqio.PassThroughVocabulary(len(OBJECTIVES)), add_eos=False, required=False, rank=0
+        ),
+    }
+
+
+def _chunks(vocabulary, chunk_length, min_tokens, max_tokens):
+    return functools.partial(
+        chunking.prepare_stage1_chunks,
+        vocabulary=vocabulary,
+        chunk_length=chunk_length,
+        min_tokens=min_tokens,
+        max_tokens=max_tokens,
+    )
+
+
+def register_stage1_tasks(
+    spec: CorpusSpec,
+    vocabulary,
+    lengths: Mapping[str, Mapping[str, int]] = DEFAULT_LENGTHS,
+    min_file_tokens: int | None = chunking.MIN_FILE_TOKENS,
+    max_file_tokens: int | None = chunking.MAX_FILE_TOKENS,
+) -> dict[str, str]:
+    """Registers the three stage-1 tasks over `spec`; returns `{objective: task_name}`.
+
+    Args:
+      spec: Corpus to read (its `code` stream).
+      vocabulary: A `CodeT5Vocabulary`.
+      lengths: Per objective `{"inputs": S, "targets": T}` (defaults: paper §4.1 lengths).
+      min_file_tokens: Drop files shorter than this (paper: 50).
+      max_file_tokens: Drop files longer than this (paper: 2,000).
+    """
+    source = PreparedCorpusSource(spec, "code")
+    feats = output_features(vocabulary)
+    eos, clm = vocabulary.eos_id, vocabulary.clm_id
+    den_chunk, den_targets = span_corruption.chunk_and_target_lengths(
+        lengths["span_denoise"]["inputs"]
+    )
+    if den_targets > lengths["span_denoise"]["targets"]:
+        raise ValueError(
+            f"span denoising with inputs {lengths['span_denoise']['inputs']} needs targets "
+            f">= {den_targets}, got {lengths['span_denoise']['targets']}"
+        )
+    s2s = lengths["seq2seq_clm"]
+    steps = {
+        "span_denoise": (
+            den_chunk,
+            functools.partial(span_corruption.span_corruption, eos_id=eos),
+        ),
+        "seq2seq_clm": (
+            causal_lm.seq2seq_chunk_length(s2s["inputs"], s2s["targets"]),
+            functools.partial(
+                causal_lm.seq2seq_causal_lm,
+                clm_id=clm,
+                eos_id=eos,
+                source_length=s2s["inputs"],
+                target_length=s2s["targets"],
+            ),
+        ),
+        "decoder_clm": (
+            lengths["decoder_clm"]["targets"] - 1,
+            functools.partial(causal_lm.decoder_only_causal_lm, clm_id=clm, eos_id=eos),
+        ),
+    }
+    names = {}
+    for objective, (chunk_length, objective_fn) in steps.items():
+        name = f"codet5p_stage1_{spec.name}_{objective}"
+        seqio.TaskRegistry.add(
+            name,
+            source=source,
+            preprocessors=[
+                _chunks(vocabulary, chunk_length, min_file_tokens, max_file_tokens),
+                seqio.CacheDatasetPlaceholder(),
+                objective_fn,
+            ],
+            output_features=feats,
+        )
+        names[objective] = name
+    return names
