@@ -168,7 +168,7 @@ def _load_summarization(opts: BenchmarkOptions) -> dict[str, dict]:
     for line, record in results_io.read_jsonl(path):
         for field in ("code_tokens", "docstring_tokens"):
             if not isinstance(record.get(field), list):
-                raise ValueError(f"{path}:{line}: missing list field {field!r}")
+                raise ValueError(f"{path}, line {line}: missing list field {field!r}")
         # CodeT5's read_summarize_examples: tokens joined by spaces, whitespace collapsed.
         code = " ".join(" ".join(record["code_tokens"]).replace("\n", " ").split())
         doc = " ".join(" ".join(record["docstring_tokens"]).replace("\n", "").split())

@@ -80,12 +80,12 @@ def read_samples(path: str | os.PathLike, problems: dict[str, dict]) -> list[dic
     for line, record in results_io.read_jsonl(path):
         for field in ("task_id", "completion"):
             if field not in record:
-                raise ValueError(f"{path}:{line}: missing field {field!r}")
+                raise ValueError(f"{path}, line {line}: missing field {field!r}")
             if not isinstance(record[field], str):
-                raise ValueError(f"{path}:{line}: field {field!r} must be a string")
+                raise ValueError(f"{path}, line {line}: field {field!r} must be a string")
         task_id = record["task_id"]
         if task_id not in problems:
-            raise ValueError(f"{path}:{line}: unknown task_id {task_id!r}")
+            raise ValueError(f"{path}, line {line}: unknown task_id {task_id!r}")
         sample_id = counts[task_id]
         samples.append(
             {"task_id": task_id, "completion": record["completion"], "completion_id": sample_id}

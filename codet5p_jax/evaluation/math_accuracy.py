@@ -41,11 +41,11 @@ def load_gsm8k(path: str | os.PathLike) -> list[dict]:
     for line, record in results_io.read_jsonl(path):
         for field in ("question", "answer"):
             if not isinstance(record.get(field), str):
-                raise ValueError(f"{path}:{line}: missing string field {field!r}")
+                raise ValueError(f"{path}, line {line}: missing string field {field!r}")
         try:
             gold = parse_gsm8k_answer(record["answer"])
         except ValueError as e:
-            raise ValueError(f"{path}:{line}: {e}") from None
+            raise ValueError(f"{path}, line {line}: {e}") from None
         problems.append(
             {"task_id": f"gsm8k/{len(problems)}", "question": record["question"], "gold": gold}
         )

@@ -36,10 +36,10 @@ def load_problems(path: str | os.PathLike, task_ids=TEST_SPLIT) -> dict[str, dic
     for where, record in records:
         for field in ("task_id", "test_list"):
             if field not in record:
-                raise ValueError(f"{path}:{where}: missing field {field!r}")
+                raise ValueError(f"{path}, record {where}: missing field {field!r}")
         text = record.get("text", record.get("prompt"))
         if not isinstance(text, str):
-            raise ValueError(f"{path}:{where}: missing field 'text' (or 'prompt')")
+            raise ValueError(f"{path}, record {where}: missing field 'text' (or 'prompt')")
         if task_ids is not None and record["task_id"] not in task_ids:
             continue
         setup = record.get("test_setup_code") or "\n".join(record.get("test_imports", []))

@@ -26,10 +26,10 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+                raise ValueError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
             if not isinstance(record, dict):
                 kind = type(record).__name__
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {kind}")
+                raise ValueError(f"{path}, line {number}: expected a JSON object, got {kind}")
             yield number, record
 
 
