@@ -324,6 +324,26 @@ def make_match_fn(model, params) -> Callable:
     return jax.jit(match)
 
 
+def load_model(path):
+    """`(model, params, tokenizer_dir)` of an HF / orbax directory or a training MODEL_DIR.
+
+    A MODEL_DIR (with `checkpoints/`) gives its latest step's params, without the training-only
+    leaves (the stage-2 temperature) the network does not take.
+    """
+    from codet5p_jax import checkpointing
+    from codet5p_jax.models import build_model
+    from codet5p_jax.objectives.bimodal import strip_objective_params
+
+    path = pathlib.Path(path)
+    if (path / checkpointing.CHECKPOINTS).is_dir() or path.parent.name == checkpointing.CHECKPOINTS:
+        params, cfg, _ = checkpointing.latest_params(path)
+        return build_model(cfg), strip_objective_params(params), None
+    from codet5p_jax import from_pretrained
+
+    loaded = from_pretrained(path)
+    return loaded.model, loaded.params, loaded.tokenizer_dir
+
+
 def evaluate_pairs(
     model,
     params,
@@ -382,18 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-empty", action="store_true", help="drop pairs with an empty side")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs")
     args = p.parse_args(argv)
-    from codet5p_jax import from_pretrained
     from tasks.vocabularies import CodeT5Vocabulary
 
     try:
         pairs = load_eval_pairs(
             args.data, on_empty="skip" if args.skip_empty else "error", limit=args.limit
         )
-        model = from_pretrained(args.model)
-        vocab = CodeT5Vocabulary(args.tokenizer or model.tokenizer_dir)
+        model, params, tokenizer_dir = load_model(args.model)
+        vocab = CodeT5Vocabulary(args.tokenizer or tokenizer_dir)
         ks = tuple(k for k in DEFAULT_KS if k <= len(pairs))
         results = evaluate_pairs(
-            model.model, model.params, pairs, vocab.encode, text_length=args.text_length,
+            model, params, pairs, vocab.encode, text_length=args.text_length,
             code_length=args.code_length, batch_size=args.batch_size, ks=ks,
             rerank_top_k=args.rerank_top_k, with_bm25=args.bm25,
         )  # fmt: skip
