@@ -15,7 +15,7 @@ best `K` unfinished ones keep running. Early stopping, as HF's `early_stopping`:
 The model enters only through a `tokens_to_logits` callback (see `decoding.py`) and a
 `gather_cache(cache, flat_indices)` function that reorders the batch axis of every cache leaf.
 
-Legend: B prompts, K beams, V vocab, T max_new_tokens, W stop window.
+Legend: B prompts, K beams, C candidates (2K), V vocab, T max_new_tokens, W stop window.
 """
 
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from codet5p_jax.decoding import (
@@ -71,6 +72,12 @@ def _gather(x, idx):
     return jnp.take_along_axis(x, idx, axis=1)
 
 
+def _num_candidates(k: int, eos_id, table: np.ndarray) -> int:
+    """HF's `beams_to_keep` when single-token stop sequences act as extra EOS ids."""
+    singles = {int(row[-1]) for row in table if (row >= 0).sum() == 1}
+    return max(2, 1 + len(singles | ({eos_id} if eos_id is not None else set()))) * k
+
+
 def beam_search(
     tokens_to_logits: TokensToLogits,
     gather_cache: Callable[[Any, jax.Array], Any],
@@ -100,7 +107,7 @@ def beam_search(
       early_stopping: True, False or "never" (module docstring).
       eos_id: End-of-sequence id, or None.
       pad_id: Filler after a hypothesis ends.
-      stop_table: `[S, W]` stop sequences (`decoding.stop_sequence_table`), or None.
+      stop_table: `[S, W]` numpy stop sequences (`decoding.stop_sequence_table`), or None.
       forced: `[B, F]` prefix tokens still to feed per prompt (`decoding` module docs), or None.
       forced_len: `[B]` valid entries per `forced` row. Forced steps add log-prob 0.
 
@@ -114,8 +121,12 @@ def beam_search(
         forced_len = jnp.zeros((batch,), jnp.int32)
     num_steps = (0 if forced is None else forced.shape[1]) + max_new_tokens
     positions = jnp.arange(max_new_tokens)
-    # Only the first K of the 2K candidates may become finished hypotheses (HF top_num_beam_mask).
-    top_mask = jnp.arange(2 * k) < k
+    # HF keeps max(2, 1 + #end-token ids) * K candidates so that K can keep running even if all
+    # the best ones end; single-token stop sequences count as end-token ids (HF `eos_token_id`
+    # lists), longer ones do not (HF stop-string criteria).
+    width = 2 * k if stop_table is None else _num_candidates(k, eos_id, np.asarray(stop_table))
+    # Only the first K candidates may become finished hypotheses (HF top_num_beam_mask).
+    top_mask = jnp.arange(width) < k
 
     def advance(state: _BeamState, logits) -> _BeamState:
         is_forced, forced_tok = forced_tokens(forced, forced_len, state.step)  # [B]
@@ -124,7 +135,7 @@ def beam_search(
         only_forced = jnp.where(jnp.arange(vocab) == forced_tok[:, None, None], 0.0, _NEG)
         log_probs = jnp.where(is_forced[:, None, None], only_forced, log_probs)
         candidates = (log_probs + state.run_scores[:, :, None]).reshape(batch, k * vocab)
-        top_scores, top_index = lax.top_k(candidates, 2 * k)  # [B, 2K], sorted
+        top_scores, top_index = lax.top_k(candidates, width)  # [B, C], sorted
         src_beam, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
 
         gen_index = state.step - forced_len  # [B]
@@ -145,7 +156,8 @@ def beam_search(
         src_flat = (_gather(src_beam, next_run) + jnp.arange(batch)[:, None] * k).reshape(-1)
 
         # Finished hypotheses: merge new endings with the kept ones, keep the best K.
-        gen_len = (gen_index + 1).astype(jnp.float32)
+        # Clamped so rows still inside their forced prefix (no candidate can end) stay finite.
+        gen_len = jnp.maximum(gen_index + 1, 1).astype(jnp.float32)
         new_scores = top_scores / (gen_len[:, None] ** length_penalty)
         full = jnp.all(state.fin_flags, axis=-1, keepdims=True) & (early_stopping is True)
         new_scores += full.astype(jnp.float32) * _NEG
@@ -155,7 +167,7 @@ def beam_search(
         merged_scores = jnp.concatenate([state.fin_scores, new_scores], axis=1)
         keep = lax.top_k(merged_scores, k)[1]
         merged = lambda old, new: _gather(jnp.concatenate([old, new], axis=1), keep)  # noqa: E731
-        lengths = jnp.broadcast_to((gen_index + 1)[:, None], (batch, 2 * k)).astype(jnp.int32)
+        lengths = jnp.broadcast_to((gen_index + 1)[:, None], (batch, width)).astype(jnp.int32)
         fin_flags = merged(state.fin_flags, just_finished)
         fin_scores = _gather(merged_scores, keep)
 

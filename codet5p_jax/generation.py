@@ -118,7 +118,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
     tokens_to_logits = functools.partial(step, row_mask=row_mask, enc=placeholder)
     cache = repeat_cache(cache, n)
     first_logits = jnp.repeat(first_logits, n, axis=0)
-    table = None if opts.stop_table is None else jnp.asarray(opts.stop_table, jnp.int32)
+    table = None if opts.stop_table is None else np.asarray(opts.stop_table, np.int32)
     common = dict(
         max_new_tokens=opts.max_new_tokens,
         eos_id=opts.eos_id,
