@@ -2,8 +2,9 @@
 
 CodeT5+ §3.1 / §4.1: files of 50-2,000 tokens are kept; "we concatenate different code files
 into sequences and truncate them into chunks of fixed length". Files are joined with `</s>` so
-a chunk that spans two files shows the boundary. These steps are deterministic, so they sit
-before seqio's `CacheDatasetPlaceholder` and can be cached offline.
+a chunk that spans two files shows the boundary. Tokenization and filtering are deterministic, so
+they sit before seqio's `CacheDatasetPlaceholder` and can be cached offline; chunking depends on
+the requested lengths and runs after it.
 """
 
 import seqio
@@ -63,14 +64,11 @@ def concat_and_chunk(
     return chunks.map(lambda t: {"tokens": t}, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def prepare_stage1_chunks(
+def tokenize_and_filter(
     ds: tf.data.Dataset,
     vocabulary: seqio.Vocabulary,
-    chunk_length: int,
     min_tokens: int | None = MIN_FILE_TOKENS,
     max_tokens: int | None = MAX_FILE_TOKENS,
 ) -> tf.data.Dataset:
-    """tokenize -> size filter -> concatenate with `</s>` -> fixed chunks (one seqio step)."""
-    ds = tokenize_code(ds, vocabulary)
-    ds = filter_by_length(ds, min_tokens, max_tokens)
-    return concat_and_chunk(ds, chunk_length, vocabulary.eos_id)
+    """tokenize -> size filter (the deterministic, cacheable part of stage 1)."""
+    return filter_by_length(tokenize_code(ds, vocabulary), min_tokens, max_tokens)

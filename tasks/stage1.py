@@ -80,14 +80,55 @@ def output_features(vocabulary) -> dict[str, seqio.Feature]:
     }
 
 
-def _chunks(vocabulary, chunk_length, min_tokens, max_tokens):
-    return functools.partial(
-        chunking.prepare_stage1_chunks,
-        vocabulary=vocabulary,
-        chunk_length=chunk_length,
-        min_tokens=min_tokens,
-        max_tokens=max_tokens,
+def effective_lengths(
+    sequence_length: Mapping[str, int] | None, defaults: Mapping[str, int]
+) -> dict[str, int]:
+    """Registered lengths capped by the runtime `sequence_length` (e.g. a tiny test run).
+
+    A joint mixture asks for 768 / 1024, so every objective keeps its own paper lengths; a run
+    asking for less gets examples that fit instead of truncated ones (EOS and sentinels kept).
+    """
+    out = dict(defaults)
+    for k, v in (sequence_length or {}).items():
+        if k in out and v is not None:
+            out[k] = min(out[k], int(v))
+    return out
+
+
+def span_denoise_step(ds, sequence_length, *, defaults, eos_id):
+    """Chunks to the length whose corruption fills `inputs`, then corrupts spans."""
+    lengths = effective_lengths(sequence_length, defaults)
+    inputs_length = lengths["inputs"]
+    while True:
+        chunk, targets = span_corruption.chunk_and_target_lengths(inputs_length)
+        if targets <= lengths["targets"]:
+            break
+        if inputs_length <= 8:
+            raise ValueError(f"span denoising cannot fit targets length {lengths['targets']}")
+        inputs_length -= 1
+    ds = chunking.concat_and_chunk(ds, chunk, eos_id)
+    return span_corruption.span_corruption(ds, eos_id=eos_id)
+
+
+def seq2seq_clm_step(ds, sequence_length, *, defaults, clm_id, eos_id):
+    """Chunks so source and target can fill their lengths, then splits at a random pivot."""
+    lengths = effective_lengths(sequence_length, defaults)
+    if lengths["inputs"] < 3 or lengths["targets"] < 2:
+        raise ValueError(f"seq2seq causal LM needs inputs >= 3 and targets >= 2, got {lengths}")
+    chunk = causal_lm.seq2seq_chunk_length(lengths["inputs"], lengths["targets"])
+    ds = chunking.concat_and_chunk(ds, chunk, eos_id)
+    return causal_lm.seq2seq_causal_lm(
+        ds, clm_id, eos_id, source_length=lengths["inputs"], target_length=lengths["targets"]
     )
+
+
+def decoder_clm_step(ds, sequence_length, *, defaults, clm_id, eos_id):
+    """Chunks to `targets - 1` tokens; the encoder input is `[CLM]` alone."""
+    lengths = effective_lengths(sequence_length, defaults)
+    if lengths["targets"] < 2:
+        raise ValueError(f"decoder-only causal LM needs targets >= 2, got {lengths}")
+    ds = chunking.concat_and_chunk(ds, lengths["targets"] - 1, eos_id)
+    return causal_lm.decoder_only_causal_lm(ds, clm_id, eos_id)
 
 
 def register_stage1_tasks(
@@ -102,52 +143,40 @@ def register_stage1_tasks(
     Args:
       spec: Corpus to read (its `code` stream).
       vocabulary: A `CodeT5Vocabulary`.
-      lengths: Per objective `{"inputs": S, "targets": T}` (defaults: paper §4.1 lengths).
+      lengths: Per objective `{"inputs": S, "targets": T}` (defaults: paper §4.1 lengths),
+        capped at run time by the requested `sequence_length`.
       min_file_tokens: Drop files shorter than this (paper: 50).
       max_file_tokens: Drop files longer than this (paper: 2,000).
     """
     source = PreparedCorpusSource(spec, "code")
     feats = output_features(vocabulary)
-    eos, clm = vocabulary.eos_id, vocabulary.clm_id
-    den_chunk, den_targets = span_corruption.chunk_and_target_lengths(
-        lengths["span_denoise"]["inputs"]
-    )
-    if den_targets > lengths["span_denoise"]["targets"]:
-        raise ValueError(
-            f"span denoising with inputs {lengths['span_denoise']['inputs']} needs targets "
-            f">= {den_targets}, got {lengths['span_denoise']['targets']}"
-        )
-    s2s = lengths["seq2seq_clm"]
+    ids = {"eos_id": vocabulary.eos_id}
     steps = {
-        "span_denoise": (
-            den_chunk,
-            functools.partial(span_corruption.span_corruption, eos_id=eos),
+        "span_denoise": functools.partial(
+            span_denoise_step, defaults=lengths["span_denoise"], **ids
         ),
-        "seq2seq_clm": (
-            causal_lm.seq2seq_chunk_length(s2s["inputs"], s2s["targets"]),
-            functools.partial(
-                causal_lm.seq2seq_causal_lm,
-                clm_id=clm,
-                eos_id=eos,
-                source_length=s2s["inputs"],
-                target_length=s2s["targets"],
-            ),
+        "seq2seq_clm": functools.partial(
+            seq2seq_clm_step, defaults=lengths["seq2seq_clm"], clm_id=vocabulary.clm_id, **ids
         ),
-        "decoder_clm": (
-            lengths["decoder_clm"]["targets"] - 1,
-            functools.partial(causal_lm.decoder_only_causal_lm, clm_id=clm, eos_id=eos),
+        "decoder_clm": functools.partial(
+            decoder_clm_step, defaults=lengths["decoder_clm"], clm_id=vocabulary.clm_id, **ids
         ),
     }
     names = {}
-    for objective, (chunk_length, objective_fn) in steps.items():
+    for objective, step in steps.items():
         name = f"codet5p_stage1_{spec.name}_{objective}"
         seqio.TaskRegistry.add(
             name,
             source=source,
             preprocessors=[
-                _chunks(vocabulary, chunk_length, min_file_tokens, max_file_tokens),
+                functools.partial(
+                    chunking.tokenize_and_filter,
+                    vocabulary=vocabulary,
+                    min_tokens=min_file_tokens,
+                    max_tokens=max_file_tokens,
+                ),
                 seqio.CacheDatasetPlaceholder(),
-                objective_fn,
+                step,
             ],
             output_features=feats,
         )

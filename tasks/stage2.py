@@ -93,21 +93,36 @@ class BimodalFeatureConverter(seqio.FeatureConverter):
         return lengths
 
 
-def bimodal_features(
-    ds: tf.data.Dataset, vocabulary, text_length: int, code_length: int
-) -> tf.data.Dataset:
-    """`{"code", "docstring"}` strings -> `text_tokens`, `code_tokens`, `pair_ids`."""
-    cls_, eos = vocabulary.cls_id, vocabulary.eos_id
-
-    def wrap(ids, length):
-        ids = tf.cast(ids, tf.int32)[: length - 2]
-        return tf.concat([[cls_], ids, [eos]], 0)
+def tokenize_pairs(ds: tf.data.Dataset, vocabulary) -> tf.data.Dataset:
+    """`{"code", "docstring"}` -> `text_ids`, `code_ids` (no specials) and `pair_ids`."""
 
     def fn(ex):
         return {
-            "text_tokens": wrap(vocabulary.encode_tf(ex["docstring"]), text_length),
-            "code_tokens": wrap(vocabulary.encode_tf(ex["code"]), code_length),
+            "text_ids": tf.cast(vocabulary.encode_tf(ex["docstring"]), tf.int32),
+            "code_ids": tf.cast(vocabulary.encode_tf(ex["code"]), tf.int32),
             "pair_ids": tf.cast(tf.strings.to_hash_bucket_fast(ex["code"], 2**31 - 1), tf.int32),
+        }
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def wrap_pairs(ds: tf.data.Dataset, sequence_length, *, defaults, cls_id: int, eos_id: int):
+    """Truncates and wraps as `[CLS] ids </s>` to the requested (or default) lengths."""
+    lengths = dict(defaults)
+    for k, v in (sequence_length or {}).items():
+        if k in lengths and v is not None:
+            lengths[k] = min(lengths[k], int(v))
+    if min(lengths.values()) < 3:
+        raise ValueError(f"stage-2 lengths must be >= 3, got {lengths}")
+
+    def wrap(ids, length):
+        return tf.concat([[cls_id], ids[: length - 2], [eos_id]], 0)
+
+    def fn(ex):
+        return {
+            "text_tokens": wrap(ex["text_ids"], lengths["text_tokens"]),
+            "code_tokens": wrap(ex["code_ids"], lengths["code_tokens"]),
+            "pair_ids": ex["pair_ids"],
         }
 
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
@@ -116,19 +131,24 @@ def bimodal_features(
 def register_stage2_task(
     spec: CorpusSpec, vocabulary, lengths: Mapping[str, int] = DEFAULT_LENGTHS
 ) -> str:
-    """Registers `codet5p_stage2_<c>_bimodal` over the corpus pairs; returns its name."""
+    """Registers `codet5p_stage2_<c>_bimodal` over the corpus pairs; returns its name.
+
+    `lengths` (text 128, code 420 by default) are capped by the requested sequence lengths, so a
+    shorter run still gets `</s>`-terminated sequences.
+    """
     name = f"codet5p_stage2_{spec.name}_bimodal"
     seqio.TaskRegistry.add(
         name,
         source=PreparedCorpusSource(spec, "pairs"),
         preprocessors=[
-            functools.partial(
-                bimodal_features,
-                vocabulary=vocabulary,
-                text_length=lengths["text_tokens"],
-                code_length=lengths["code_tokens"],
-            ),
+            functools.partial(tokenize_pairs, vocabulary=vocabulary),
             seqio.CacheDatasetPlaceholder(),
+            functools.partial(
+                wrap_pairs,
+                defaults=dict(lengths),
+                cls_id=vocabulary.cls_id,
+                eos_id=vocabulary.eos_id,
+            ),
         ],
         output_features={
             "text_tokens": seqio.Feature(vocabulary, add_eos=False),
