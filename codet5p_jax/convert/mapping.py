@@ -20,7 +20,11 @@ class ConversionError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-    """A pair of inverse array maps between the HF and the JAX layout of one tensor."""
+    """A pair of inverse array maps between the HF and the JAX layout of one tensor.
+
+    Both return views where numpy can (transposes, axis splits), so converting a checkpoint
+    copies each tensor once, when it is written; the writers make arrays contiguous.
+    """
 
     name: str
     to_jax: Callable[[np.ndarray], np.ndarray]
@@ -30,15 +34,15 @@ class Transform:
 IDENTITY = Transform("identity", lambda x: x, lambda x: x)
 # torch `nn.Linear.weight` is [out, in]; flax kernels are [in, out]. Also the T5 relative bias
 # table, stored by HF as an `nn.Embedding(R, N)` and by us as [N, R].
-TRANSPOSE = Transform("transpose", lambda x: np.ascontiguousarray(x.T), lambda x: x.T)
+TRANSPOSE = Transform("transpose", lambda x: x.T, lambda x: x.T)
 
 
 def split_heads_in(num_heads: int, head_dim: int) -> Transform:
     """HF q/k/v `[N*H, D]` (head-major rows) <-> our `[D, N, H]` kernels."""
     return Transform(
         "split_heads_in",
-        lambda x: np.ascontiguousarray(x.T).reshape(x.shape[1], num_heads, head_dim),
-        lambda x: np.ascontiguousarray(x.reshape(x.shape[0], num_heads * head_dim).T),
+        lambda x: x.T.reshape(x.shape[1], num_heads, head_dim),
+        lambda x: x.reshape(x.shape[0], num_heads * head_dim).T,
     )
 
 
@@ -46,8 +50,8 @@ def split_heads_out(num_heads: int, head_dim: int) -> Transform:
     """HF o `[D, N*H]` <-> our `[N, H, D]` output kernel."""
     return Transform(
         "split_heads_out",
-        lambda x: np.ascontiguousarray(x.T).reshape(num_heads, head_dim, x.shape[0]),
-        lambda x: np.ascontiguousarray(x.reshape(num_heads * head_dim, x.shape[-1]).T),
+        lambda x: x.T.reshape(num_heads, head_dim, x.shape[0]),
+        lambda x: x.reshape(num_heads * head_dim, x.shape[-1]).T,
     )
 
 
