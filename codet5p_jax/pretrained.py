@@ -19,6 +19,7 @@ import numpy as np
 
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import formats
+from codet5p_jax.generation import GenerateOutput, generate
 from codet5p_jax.models import build_model
 
 
@@ -81,6 +82,10 @@ class Pretrained:
         if not self.config.embed_dim:
             raise ValueError(f"A {self.config.kind!r} model has no embedding head.")
         return self.apply("embed", jnp.asarray(input_ids), _mask(attention_mask))
+
+    def generate(self, input_ids, attention_mask=None, **options) -> GenerateOutput:
+        """Greedy / beam / sampled continuations; options as `codet5p_jax.generation.generate`."""
+        return generate(self.model, self.params, input_ids, attention_mask, **options)
 
     def save_pretrained(self, path, format: str = "hf") -> None:  # noqa: A002 (HF's name)
         """Writes the model as a new HF (`format="hf"`) or orbax directory at `path`.
