@@ -107,3 +107,18 @@ def test_decoder_prefix_matches_hf(pair, method):
     assert_same_tokens(out, ref.sequences, cfg.eos_token_id, prefix_len=4)
     if method == "beam":
         np.testing.assert_allclose(out.scores.reshape(-1), ref.sequences_scores.numpy(), atol=1e-4)
+
+
+def test_facade_generate_from_hf_directory(pair, tmp_path):
+    """`from_pretrained(hf_dir).generate` equals HF `generate` on the saved model."""
+    from codet5p_jax.pretrained import from_pretrained
+
+    hf, model, params, cfg = pair("codet5p-220m", 16)
+    hf.save_pretrained(tmp_path / "hf")
+    ids, mask = padded_prompts(cfg.vocab_size)
+    out = from_pretrained(tmp_path / "hf").generate(
+        ids, mask, method="beam", num_beams=2, max_new_tokens=9
+    )
+    ref = hf_generate(hf, ids, mask, num_beams=2, num_return_sequences=2, max_new_tokens=9)
+    assert_same_tokens(out, ref.sequences, cfg.eos_token_id)
+    np.testing.assert_allclose(out.scores.reshape(-1), ref.sequences_scores.numpy(), atol=1e-4)
