@@ -180,6 +180,20 @@ def _kill_all(uid: int | None, session: int) -> None:
         time.sleep(0.005)
 
 
+def _remove_uid_files(uid: int) -> None:
+    """Deletes what the sandbox uid left in the world-writable temp dirs (outside its workdir)."""
+    for directory in ("/tmp", "/var/tmp", "/dev/shm"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid != uid:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+
+
 def _tail(path: pathlib.Path) -> str:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
@@ -289,6 +303,8 @@ def run_program(
         finally:
             _kill_all(slot.uid, session=proc.pid)
             proc.wait()
+            if slot.uid is not None:
+                _remove_uid_files(slot.uid)
         elapsed = time.monotonic() - start
         report = _read_result_pipe(read_fd)
         stdout, stderr = _tail(logdir / "stdout"), _tail(logdir / "stderr")

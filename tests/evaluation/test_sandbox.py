@@ -121,6 +121,14 @@ def test_runs_as_dedicated_uid_and_cannot_write_outside(tmp_path):
 
 
 @root_only
+def test_files_left_in_shared_temp_dirs_are_removed():
+    name = f"codet5p_sandbox_test_{os.getpid()}"
+    result = _run(f"open('/dev/shm/{name}', 'w').write('x')\nopen('/tmp/{name}', 'w').write('x')")
+    assert result.passed, result.result
+    assert not os.path.exists(f"/dev/shm/{name}") and not os.path.exists(f"/tmp/{name}")
+
+
+@root_only
 def test_fork_budget_binds_even_as_root():
     program = """
         import os, time
