@@ -107,11 +107,18 @@ def load_checkpoint(path, scan_layers: bool | None = None) -> Checkpoint:
 
 
 def _load_run_step(step_dir: pathlib.Path) -> tuple[T5Config, dict]:
-    """Params and config of one training checkpoint step, checked against each other."""
+    """Params and config of one training checkpoint step, checked against each other.
+
+    Leaves an objective adds to the params for training only (the stage-2 learned temperature)
+    are dropped: the network, and so every exported layout, has no place for them.
+    """
+    from codet5p_jax.objectives.bimodal import strip_objective_params  # heavy: import on use
+
     try:
         params, cfg, _ = checkpointing.latest_params(step_dir)
     except (checkpointing.CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
         raise ConversionError(f"{step_dir}: unreadable training checkpoint: {e}") from e
+    params = strip_objective_params(params)
     hf_t5.check_params(params, cfg, source=str(step_dir / "params"))
     return cfg, params
 

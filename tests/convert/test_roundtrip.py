@@ -166,6 +166,8 @@ def test_training_run_dir_converts_to_hf_bit_exactly(hf_source, tmp_path):
     kind, src, _ = hf_source
     cfg, params = hf_io.read_hf_checkpoint(src, scan_layers=True)
     checkpointing.save_params(tmp_path / "run", params, cfg, step=3)
+    # A stage-2 run also trains a temperature leaf, which no exported layout has.
+    params = {**params, "contrastive_temperature": np.asarray(0.07, np.float32)}
     checkpointing.save_params(tmp_path / "run", params, cfg, step=7)
     fmt, step_dir = formats.resolve_checkpoint_dir(tmp_path / "run")
     assert (fmt, step_dir) == ("run", tmp_path / "run" / "checkpoints" / "7")
