@@ -21,6 +21,7 @@ import math
 import os
 import pathlib
 import secrets
+import select
 import shutil
 import signal
 import stat
@@ -194,6 +195,17 @@ def _remove_uid_files(uid: int) -> None:
                         os.unlink(entry.path)
 
 
+def _wait_unreaped(pid: int, timeout: float) -> bool:
+    """Waits up to `timeout` s for `pid` to exit, leaving it a zombie; True if it exited."""
+    fd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    finally:
+        os.close(fd)
+
+
 def _tail(path: pathlib.Path) -> str:
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
@@ -290,17 +302,14 @@ def run_program(
             )
         os.close(write_fd)
         write_fd = None
-        timed_out = False
         try:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(json.dumps(request).encode())
                 proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.wait(timeout=config.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = not _wait_unreaped(proc.pid, start + config.timeout - time.monotonic())
         finally:
+            # The launcher is still unreaped here, so its pid (= the session id) cannot have been
+            # recycled by an unrelated process.
             _kill_all(slot.uid, session=proc.pid)
             proc.wait()
             if slot.uid is not None:
