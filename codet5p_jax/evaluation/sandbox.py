@@ -16,6 +16,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import json
 import math
 import os
@@ -110,6 +111,7 @@ def _is_world_readable(paths: Sequence[str]) -> bool:
     return True
 
 
+@functools.cache
 def _python_needs_read_cap() -> bool:
     paths = sysconfig.get_paths()
     needed = [paths["stdlib"], paths["platstdlib"], paths["purelib"], sys.executable]
