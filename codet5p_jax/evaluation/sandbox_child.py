@@ -50,6 +50,11 @@ def _leave_network() -> str:
     """Moves this process into an empty network namespace, else disables the socket module."""
     if _LIBC.unshare(_CLONE_NEWNET) == 0:
         return "netns"  # only a (down) loopback device exists in the new namespace
+    _disable_sockets()
+    return "socket-disabled"
+
+
+def _disable_sockets() -> None:
     import _socket
     import socket
 
@@ -59,7 +64,6 @@ def _leave_network() -> str:
 
     socket.socket = _socket.socket = _NoSocket  # best effort: ctypes/os-level syscalls bypass it
     socket.socketpair = socket.fromfd = socket.create_connection = _NoSocket
-    return "socket-disabled"
 
 
 def _set_limits(req: dict) -> None:

@@ -6,6 +6,8 @@ sandbox uid is killed after each run, which the tests check through /proc.
 
 import os
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -88,6 +90,39 @@ def test_network_is_unreachable():
         server.close()
     assert not result.passed
     assert result.network in ("netns", "socket-disabled")
+
+
+def test_socket_fallback_blocks_connections():
+    # The path taken where no network namespace can be created (not root): a patched socket module.
+    child = sandbox._CHILD
+    code = (
+        f"import runpy\ng = runpy.run_path({str(child)!r}, run_name='lib')\n"
+        "g['_disable_sockets']()\n"
+        "import socket\n"
+        "try:\n    socket.create_connection(('127.0.0.1', 9))\nexcept PermissionError:\n"
+        "    print('blocked')\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "blocked", out.stderr
+
+
+def test_without_privilege_drop_the_session_is_swept():
+    # uid=None is the non-root path; a background child in the run's session must not survive.
+    config = sandbox.SandboxConfig(timeout=3.0, drop_privileges=False)
+    program = """
+        import os, time
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        print(pid, flush=True)
+    """
+    result = _run(program, config)
+    assert result.passed and result.uid is None
+    child = int(result.stdout.split()[0])
+    alive = [pid for pid, _, _, state in sandbox._processes() if pid == child and state != "Z"]
+    assert alive == []
+    assert not _run("while True:\n    pass", config).passed
 
 
 def test_reported_variable():
