@@ -6,6 +6,7 @@ restored), exact match compares whitespace-split tokens, and edit similarity is 
 `fuzz.ratio` averaged over examples. fuzzywuzzy's `ratio` is the normalized Indel similarity
 (`Levenshtein.ratio`: 2·LCS / (len(a) + len(b)), here computed by rapidfuzz) × 100, rounded to an
 integer per pair; two equal strings score 100 (also when both are empty), one empty string 0.
+(That is fuzzywuzzy with python-Levenshtein; its difflib fallback can differ slightly.)
 """
 
 import re
