@@ -9,6 +9,7 @@ converter's own, and checks that the final state dict equals the source bit for 
 
 import argparse
 import json
+import os
 import pathlib
 import resource
 import shutil
@@ -48,16 +49,17 @@ def _write_source(preset: str, path: pathlib.Path) -> None:
     model.save_pretrained(path)
 
 
-def _timed_convert(src, dst, *extra) -> tuple[float, float]:
-    """(wall seconds, peak RSS GiB) of one `python -m codet5p_jax.convert` process."""
+def _timed_convert(src, dst, *extra) -> tuple[float, float, float]:
+    """(wall s, CPU s, peak RSS GiB) of one `python -m codet5p_jax.convert` process."""
     start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
         [sys.executable, "-m", "codet5p_jax.convert", str(src), str(dst), *extra], check=True
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all of them: only meaningful when it grew.
-    return time.perf_counter() - start, max(peak, before) / 2**20
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # Children's ru_maxrss is the max over all waited-for children; this script has only these.
+    return time.perf_counter() - start, cpu, after.ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -87,9 +89,12 @@ def main() -> None:
                 {
                     "preset": args.preset,
                     "checkpoint_gib": round(size, 2),
-                    "hf_to_orbax_scanned_s": round(to_orbax[0], 1),
-                    "orbax_to_hf_s": round(to_hf[0], 1),
-                    "peak_rss_gib": round(max(to_orbax[1], to_hf[1]), 2),
+                    "hf_to_orbax_scanned_wall_s": round(to_orbax[0], 1),
+                    "hf_to_orbax_scanned_cpu_s": round(to_orbax[1], 1),
+                    "orbax_to_hf_wall_s": round(to_hf[0], 1),
+                    "orbax_to_hf_cpu_s": round(to_hf[1], 1),
+                    "peak_rss_gib": round(max(to_orbax[2], to_hf[2]), 2),
+                    "load_average_1m": round(os.getloadavg()[0], 1),
                     "bit_exact": exact,
                 }
             )
