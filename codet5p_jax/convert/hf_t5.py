@@ -22,7 +22,7 @@ import numpy as np
 
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import mapping
-from codet5p_jax.convert.mapping import TRANSPOSE, Rule, RuleTable
+from codet5p_jax.convert.mapping import TRANSPOSE, ConversionError, Rule, RuleTable
 from codet5p_jax.convert.scan import is_scanned, scan_params, unscan_params
 
 # Old HF T5 versions gave block 0's cross-attention a relative bias that was never used;
@@ -212,6 +212,3 @@ def check_params(params: Mapping, cfg: T5Config, source: str = "params") -> None
     ]
     if problems:
         mapping.raise_problems(problems, f"Cannot use {source} as a {cfg.kind!r} model")
-
-
-ConversionError = mapping.ConversionError
