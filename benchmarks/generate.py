@@ -109,6 +109,8 @@ def main(argv=None):
         f"machine: {os.cpu_count()} CPU cores, jax {jax.__version__} "
         f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
+    # Other jobs on a shared machine distort both sides; the 1-minute load average says how much.
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print(
         f"model: {args.preset or 'small'} (emb {cfg.emb_dim}, layers "
         f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers}, vocab {cfg.vocab_size}), fp32"
