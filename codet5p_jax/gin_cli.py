@@ -11,7 +11,8 @@ import sys
 
 import gin
 
-REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[1] / "gin"
+REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
+REPO_GIN_DIR = REPO_DIR / "gin"
 
 
 class UsageError(ValueError):
@@ -26,7 +27,8 @@ def parse_args(argv: list[str], prog: str, description: str) -> argparse.Namespa
         "--gin_search_paths",
         default="",
         help="comma-separated directories searched for gin files and their includes "
-        f"(the repo's gin/ dir, {REPO_GIN_DIR}, is always searched)",
+        f"(the repo root {REPO_DIR} and its gin/ dir are always searched; repo gin files "
+        "include each other as 'gin/<dir>/<file>.gin', like t5x)",
     )
     parser.add_argument("--gin_bindings", action="append", default=[], help="KEY=VALUE binding")
     parser.add_argument("--coordinator_address", help="jax.distributed coordinator host:port")
@@ -69,9 +71,37 @@ def init_distributed(args: argparse.Namespace) -> None:
         jax.distributed.initialize()
 
 
+def _guard_gin_package_lookup() -> None:
+    """Makes gin's "gin file inside a Python package" lookup fail softly.
+
+    For `include 'models/x.gin'` gin also tries `importlib.util.find_spec("models")`; when a
+    *namespace* package of that name is importable (pytest puts `tests/` on sys.path, which has
+    `tests/models/`), its `origin` is None and gin crashes with a TypeError instead of trying the
+    next search path.
+    """
+    from gin import resource_reader
+
+    original = resource_reader.system_path_file_exists
+    if getattr(original, "_codet5p_guarded", False):
+        return
+
+    def exists(config_path: str) -> bool:
+        try:
+            return original(config_path)
+        except TypeError:
+            return False
+
+    exists._codet5p_guarded = True
+    gin.config._FILE_READERS[:] = [
+        (reader, exists if check is original else check)
+        for reader, check in gin.config._FILE_READERS
+    ]
+
+
 def parse_gin(args: argparse.Namespace) -> None:
     """Loads the gin files and bindings; raises UsageError naming the bad file or binding."""
-    paths = [p for p in args.gin_search_paths.split(",") if p] + [str(REPO_GIN_DIR), "."]
+    paths = [p for p in args.gin_search_paths.split(",") if p] + [str(REPO_DIR), str(REPO_GIN_DIR)]
+    _guard_gin_package_lookup()
     for path in paths:
         gin.add_config_file_search_path(path)
     for f in args.gin_file:
