@@ -2,12 +2,15 @@
 
 import collections
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from tiny_checkpoints import build_reference, write_hf_dir
 
 from codet5p_jax.convert import torch_pickle
 from codet5p_jax.convert.mapping import ConversionError
@@ -98,3 +101,19 @@ def test_rejects_a_file_that_is_not_a_torch_zip(tmp_path):
     (tmp_path / "garbage.bin").write_bytes(b"\x80\x02not a zip at all")
     with pytest.raises(ConversionError, match="garbage.bin: corrupt, or not a zip-format"):
         load_torch_state_dict(tmp_path / "garbage.bin")
+
+
+def test_conversion_runs_without_torch(tmp_path):
+    # The runtime never needs torch: block its import and convert a torch-written checkpoint.
+    src = write_hf_dir(build_reference("embedding"), tmp_path / "src")
+    assert (src / "pytorch_model.bin").is_file()
+    script = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from codet5p_jax.convert.cli import main\n"
+        f"assert main([{str(src)!r}, {str(tmp_path / 'o')!r}, '--to', 'orbax']) == 0\n"
+        f"assert main([{str(tmp_path / 'o')!r}, {str(tmp_path / 'h')!r}, '--to', 'hf']) == 0\n"
+        "assert 'torch' not in {m.split('.')[0] for m, v in sys.modules.items() if v}\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "h" / "model.safetensors").is_file()
