@@ -88,14 +88,21 @@ def load_bpe_tokenizer(
 
 def _add_token_at(tok: tokenizers.Tokenizer, token: str, idx: int, special: bool = False) -> None:
     """Adds `token` and checks that `tokenizers` gave it the id the layout requires."""
-    added = tokenizers.AddedToken(token, special=special, normalized=False)
+    add_tokens_at(tok, [token], idx, special)
+
+
+def add_tokens_at(
+    tok: tokenizers.Tokenizer, tokens: Sequence[str], first_id: int, special: bool = False
+) -> None:
+    """Appends `tokens` in one call (each call rebuilds the matcher) and checks their ids."""
+    added = [tokenizers.AddedToken(t, special=special, normalized=False) for t in tokens]
     if special:
-        tok.add_special_tokens([added])
+        tok.add_special_tokens(added)
     else:
-        tok.add_tokens([added])
-    got = tok.token_to_id(token)
-    if got != idx:
-        raise ValueError(f"added token {token!r} got id {got}, expected {idx}")
+        tok.add_tokens(added)
+    for k, t in enumerate(tokens):
+        if tok.token_to_id(t) != first_id + k:
+            raise ValueError(f"added token {t!r} got id {tok.token_to_id(t)}, not {first_id + k}")
 
 
 class BPEVocabulary(seqio.Vocabulary):

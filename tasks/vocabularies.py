@@ -25,7 +25,7 @@ import pathlib
 import tokenizers
 
 import gin
-from tasks.bpe_vocabulary import BPEVocabulary, _add_token_at, load_bpe_tokenizer
+from tasks.bpe_vocabulary import BPEVocabulary, _add_token_at, add_tokens_at, load_bpe_tokenizer
 
 CODET5_BPE_SIZE = 32_000
 NUM_SENTINELS = 100
@@ -117,12 +117,14 @@ class CodeT5Vocabulary(BPEVocabulary):
         if size > CODET5_BPE_SIZE and tok.token_to_id("<extra_id_0>") is None:
             raise ValueError(f"{self._name}: {size} BPE ids, the CodeT5 layout allows 32000")
         # A small trained BPE is padded so sentinel and stage-2 ids stay those of DESIGN.md.
-        for k in range(size, CODET5_BPE_SIZE):
-            _add_token_at(tok, f"<reserved_{k}>", k, special=True)
-        for n in reversed(range(NUM_SENTINELS)):
-            if tok.token_to_id(f"<extra_id_{n}>") is None:
-                _add_token_at(tok, f"<extra_id_{n}>", sentinel_id(n), special=True)
-            elif tok.token_to_id(f"<extra_id_{n}>") != sentinel_id(n):
+        if size < CODET5_BPE_SIZE:
+            reserved = [f"<reserved_{k}>" for k in range(size, CODET5_BPE_SIZE)]
+            add_tokens_at(tok, reserved, size, special=True)
+        sentinels = [f"<extra_id_{n}>" for n in reversed(range(NUM_SENTINELS))]
+        if tok.token_to_id(sentinels[0]) is None:
+            add_tokens_at(tok, sentinels, sentinel_id(NUM_SENTINELS - 1), special=True)
+        for n in range(NUM_SENTINELS):
+            if tok.token_to_id(f"<extra_id_{n}>") != sentinel_id(n):
                 raise ValueError(f"{self._name}: <extra_id_{n}> is not at {sentinel_id(n)}")
         if self.stage2_tokens:
             for token, idx in zip(STAGE2_TOKENS, (ENC_ID, TDEC_ID, CDEC_ID), strict=True):

@@ -1,0 +1,74 @@
+"""Set-up for the data tests: a session cache dir, a small stdlib corpus, the released BPE.
+
+The environment is fixed before any test module imports `tasks` (which registers the stdlib
+tasks): the corpus cache lives in a fresh temporary directory, the stdlib corpus is capped at
+`STDLIB_FILES` files (sorted order, so always the same files), and the default tokenizer is the
+CodeT5 BPE from ../shared (the released files; the trained fallback is tested separately).
+"""
+
+import os
+import pathlib
+import sys
+import sysconfig
+import tempfile
+
+import pytest
+
+_SHARED = pathlib.Path(
+    os.environ.get("CODET5P_SHARED", pathlib.Path(__file__).resolve().parents[2].parent / "shared")
+)
+STDLIB_FILES = 150
+os.environ["CODET5P_CACHE_DIR"] = tempfile.mkdtemp(prefix="codet5p-tasks-test-")
+os.environ["CODET5P_STDLIB_MAX_FILES"] = str(STDLIB_FILES)
+os.environ["CODET5P_TOKENIZER_DIR"] = str(_SHARED / "reference" / "tokenizers" / "codet5")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# Real files of this interpreter's stdlib used as tokenizer samples (fixed list: deterministic).
+SAMPLE_MODULES = (
+    "json/decoder.py",
+    "textwrap.py",
+    "heapq.py",
+    "bisect.py",
+    "fnmatch.py",
+    "colorsys.py",
+    "string.py",
+    "shlex.py",
+    "difflib.py",
+    "calendar.py",
+    "glob.py",
+    "keyword.py",
+)
+
+
+@pytest.fixture(scope="session")
+def stdlib_samples() -> list[str]:
+    """Texts of `SAMPLE_MODULES` from the running interpreter's standard library."""
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    texts = [(root / m).read_text(encoding="utf-8") for m in SAMPLE_MODULES]
+    assert len(texts) == len(SAMPLE_MODULES), sys.version
+    return texts
+
+
+@pytest.fixture(scope="session")
+def codet5_vocab(codet5_tokenizer_dir):
+    from tasks.vocabularies import CodeT5Vocabulary
+
+    return CodeT5Vocabulary(codet5_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def stdlib_spec():
+    from tasks.corpus_cache import CorpusSpec
+
+    return CorpusSpec(name="stdlib", kind="stdlib")
+
+
+@pytest.fixture(scope="session")
+def stdlib_file_tokens(stdlib_spec, codet5_vocab):
+    """Token ids of the size-filtered stdlib train files, in corpus order (numpy arrays)."""
+    from tasks import chunking
+    from tasks.data_sources import PreparedCorpusSource
+
+    ds = PreparedCorpusSource(stdlib_spec, "code").get_dataset("train", shuffle=False)
+    ds = chunking.tokenize_and_filter(ds, codet5_vocab)
+    return [ex["tokens"] for ex in ds.as_numpy_iterator()]
