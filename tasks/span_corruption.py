@@ -124,7 +124,8 @@ def merge_spans(inputs, targets, eos_id: int) -> list[int]:
     """Inverse of span corruption: re-inserts the target spans at their input sentinels.
 
     Args:
-      inputs: Corrupted input ids (EOS / padding after the first EOS ignored).
+      inputs: Corrupted input ids; trailing padding (0) and the final EOS are dropped (chunks
+        may contain `</s>` file separators, so this does not stop at the first EOS).
       targets: Target ids: sentinel, span tokens, sentinel, ... (same convention).
       eos_id: End-of-sequence id.
 
@@ -137,7 +138,9 @@ def merge_spans(inputs, targets, eos_id: int) -> list[int]:
 
     def cut(ids):
         ids = [int(i) for i in np.asarray(ids).reshape(-1)]
-        return ids[: ids.index(eos_id)] if eos_id in ids else ids
+        while ids and ids[-1] == 0:
+            ids.pop()
+        return ids[:-1] if ids and ids[-1] == eos_id else ids
 
     lo, hi = sentinel_id(NUM_SENTINELS - 1), sentinel_id(0)
     spans, current = {}, None
