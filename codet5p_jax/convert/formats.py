@@ -9,6 +9,8 @@ directory, see `orbax_io`). Also read: "run", a training MODEL_DIR (or its `chec
 import dataclasses
 import pathlib
 
+import flax.linen as nn
+
 from codet5p_jax import checkpointing
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import hf_io, hf_t5, orbax_io
@@ -129,13 +131,14 @@ def save_checkpoint(dst, cfg: T5Config, params, fmt: str, tokenizer_dir=None) ->
     Args:
       dst: Directory to create; must not exist.
       cfg: The model config (its `scan_layers` describes `params`).
-      params: Param tree.
+      params: Param tree (plain arrays, or the `nn.Partitioned` boxes `model.init` returns).
       fmt: "hf" or "orbax".
       tokenizer_dir: Directory whose tokenizer files are copied along, or None.
 
     Raises:
       ConversionError: If `dst` exists, `fmt` is unknown, or the params do not match `cfg`.
     """
+    params = nn.unbox(params)
     if fmt == "hf":
         hf_io.write_hf_checkpoint(dst, cfg, params, tokenizer_dir)
     elif fmt == "orbax":

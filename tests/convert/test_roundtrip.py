@@ -2,6 +2,7 @@
 
 import json
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -9,10 +10,12 @@ import torch
 from tiny_checkpoints import TOKENIZER_FILES, build_reference, write_hf_dir
 
 from codet5p_jax import checkpointing
+from codet5p_jax.config import PRESETS
 from codet5p_jax.convert import formats, hf_io, orbax_io
 from codet5p_jax.convert.cli import convert
 from codet5p_jax.convert.hf_t5 import TIED_KEYS
 from codet5p_jax.convert.mapping import ConversionError
+from codet5p_jax.models import init_params
 
 
 def _assert_same_state(got: dict, want: dict):
@@ -181,3 +184,18 @@ def test_training_run_dir_converts_to_hf_bit_exactly(hf_source, tmp_path):
         hf_io.read_hf_config(tmp_path / "hf")["model_type"]
         == hf_io.read_hf_config(src)["model_type"]
     )
+
+
+@pytest.mark.parametrize("scan", [False, True], ids=["unscanned", "scanned"])
+def test_boxed_param_trees_save_and_reload(tmp_path, scan):
+    cfg = PRESETS["tiny-bimodal"].replace(scan_layers=scan)
+    # The boxed tree `model.init` returns (nn.Partitioned leaves), filled with random values.
+    abstract = jax.eval_shape(lambda r: init_params(cfg, r), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    boxed = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(x.dtype), abstract)
+    assert isinstance(boxed["token_embedder"]["embedding"], nn.Partitioned)
+    plain = nn.unbox(boxed)
+    formats.save_checkpoint(tmp_path / "orbax", cfg, boxed, "orbax")
+    formats.save_checkpoint(tmp_path / "hf", cfg, boxed, "hf")
+    _assert_same_tree(orbax_io.load_orbax(tmp_path / "orbax")[1], plain)
+    _assert_same_tree(formats.load_checkpoint(tmp_path / "hf", scan_layers=scan).params, plain)
