@@ -13,31 +13,15 @@ import sysconfig
 import tempfile
 
 import pytest
+from task_samples import GO_SOURCE, JAVA_SOURCE, PY_SOURCE, SAMPLE_MODULES, STDLIB_FILES
 
 _SHARED = pathlib.Path(
     os.environ.get("CODET5P_SHARED", pathlib.Path(__file__).resolve().parents[2].parent / "shared")
 )
-STDLIB_FILES = 150
 os.environ["CODET5P_CACHE_DIR"] = tempfile.mkdtemp(prefix="codet5p-tasks-test-")
 os.environ["CODET5P_STDLIB_MAX_FILES"] = str(STDLIB_FILES)
 os.environ["CODET5P_TOKENIZER_DIR"] = str(_SHARED / "reference" / "tokenizers" / "codet5")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-# Real files of this interpreter's stdlib used as tokenizer samples (fixed list: deterministic).
-SAMPLE_MODULES = (
-    "json/decoder.py",
-    "textwrap.py",
-    "heapq.py",
-    "bisect.py",
-    "fnmatch.py",
-    "colorsys.py",
-    "string.py",
-    "shlex.py",
-    "difflib.py",
-    "calendar.py",
-    "glob.py",
-    "keyword.py",
-)
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +56,28 @@ def stdlib_file_tokens(stdlib_spec, codet5_vocab):
     ds = PreparedCorpusSource(stdlib_spec, "code").get_dataset("train", shuffle=False)
     ds = chunking.tokenize_and_filter(ds, codet5_vocab)
     return [ex["tokens"] for ex in ds.as_numpy_iterator()]
+
+
+@pytest.fixture(scope="session")
+def source_tree(tmp_path_factory) -> pathlib.Path:
+    """A small corpus directory with good files in four languages and every kind of bad file.
+
+    Expected reader outcome: 4 usable files (a.py, lib/main.go, lib/A.java, web/app.js), one
+    whitespace-only duplicate (dup.py), and skips: 1 unknown_language (notes.txt),
+    1 undecodable (latin1.py), 1 empty (empty.rb), 1 binary (blob.cpp), 1 unreadable
+    (dangling symlink broken.c).
+    """
+    root = tmp_path_factory.mktemp("tree")
+    (root / "lib").mkdir()
+    (root / "web").mkdir()
+    (root / "a.py").write_text(PY_SOURCE)
+    (root / "dup.py").write_text(PY_SOURCE.replace("    ", "\t") + "\n\n")
+    (root / "lib" / "main.go").write_text(GO_SOURCE)
+    (root / "lib" / "A.java").write_text(JAVA_SOURCE)
+    (root / "web" / "app.js").write_text("function f(a, b) {\n  return a * b;\n}\n")
+    (root / "notes.txt").write_text("not code\n")
+    (root / "latin1.py").write_bytes("s = 'caf\xe9'\n".encode("latin-1"))
+    (root / "empty.rb").write_text("  \n")
+    (root / "blob.cpp").write_bytes(b"int x;\x00\x01\x02")
+    os.symlink(root / "does-not-exist.c", root / "broken.c")
+    return root
