@@ -102,12 +102,12 @@ def _mask(mask):
 
 
 def from_pretrained(path, *, param_dtype: str | None = None, scan_layers: bool | None = None):
-    """Loads an HF model directory or an orbax checkpoint directory.
+    """Loads an HF model directory, an orbax checkpoint directory or a training MODEL_DIR.
 
     Args:
       path: Checkpoint directory (format detected; see `convert.formats`).
       param_dtype: Cast params to this dtype ("float32", "bfloat16"); default the config's
-        `param_dtype` (float32 for HF sources, whatever the checkpoint stores, e.g. float16).
+        `param_dtype` (float32 for HF sources, so the released fp16 weights are upcast).
       scan_layers: Use the scanned (True) or unscanned (False) layout; None keeps the stored one.
 
     Returns:
