@@ -51,7 +51,6 @@ class _Options:
     method: str
     num_return: int
     max_new_tokens: int
-    prefill_len: int
     length_penalty: float
     early_stopping: bool | str
     temperature: float
@@ -59,7 +58,6 @@ class _Options:
     top_p: float
     eos_id: int | None
     pad_id: int
-    start_id: int
     stop_table: tuple | None  # hashable copy of the [S, W] table
 
 
@@ -179,10 +177,12 @@ def _prefix_parts(prefix, prefix_mask, batch: int, start_id: int, pad_id: int):
             f"decoder_prefix_ids has {prefix.shape[0]} rows but input_ids has {batch}."
         )
     mask = prefix != pad_id if prefix_mask is None else np.asarray(prefix_mask).astype(bool)
+    if mask.shape != prefix.shape:
+        raise ValueError(
+            f"decoder_prefix_mask shape {mask.shape} != decoder_prefix_ids shape {prefix.shape}."
+        )
     lengths = mask.sum(axis=1)
-    if mask.shape != prefix.shape or not np.array_equal(
-        mask, np.arange(prefix.shape[1]) < lengths[:, None]
-    ):
+    if not np.array_equal(mask, np.arange(prefix.shape[1]) < lengths[:, None]):
         raise ValueError(
             "decoder_prefix_ids must be right-padded: the mask must be a run of 1s "
             "followed by 0s in every row."
@@ -296,15 +296,14 @@ def generate(
         method=method,
         num_return={"greedy": 1, "beam": int(num_beams), "sample": int(num_samples)}[method],
         max_new_tokens=int(max_new_tokens),
-        prefill_len=prefill.shape[1],
         length_penalty=float(length_penalty),
-        early_stopping=early_stopping,
+        # Normalised: the loop tests `early_stopping is True` (a numpy bool is not `True`).
+        early_stopping=early_stopping if early_stopping == "never" else bool(early_stopping),
         temperature=float(temperature),
         top_k=int(top_k),
         top_p=float(top_p),
         eos_id=cfg.eos_token_id,
         pad_id=cfg.pad_token_id,
-        start_id=cfg.decoder_start_token_id,
         stop_table=None if table is None else tuple(map(tuple, table.tolist())),
     )
     tokens, lengths, scores = _generate_jit(

@@ -32,6 +32,10 @@ def tiny():
         (dict(stop_token_ids=[[]]), r"Stop sequences must be non-empty"),
         (dict(decoder_prefix_ids=np.array([[4]])), r"decoder_prefix_ids has 1 rows .* 2"),
         (dict(decoder_prefix_ids=np.array([[0, 4], [4, 4]])), r"right-padded"),
+        (
+            dict(decoder_prefix_ids=np.array([[4], [4]]), decoder_prefix_mask=np.ones((2, 2))),
+            r"decoder_prefix_mask shape \(2, 2\)",
+        ),
         (dict(attention_mask=np.ones((2, 3))), r"attention_mask shape \(2, 3\)"),
     ],
 )
