@@ -33,6 +33,12 @@ def _examples(split: str, shuffle_files: bool = False, seed: int | None = None):
     return tf.data.Dataset.from_generator(gen, output_signature=sig)
 
 
+def exact_match(targets, predictions) -> dict[str, float]:
+    """Share of predictions equal to their target (a seqio metric_fn)."""
+    hits = [list(t) == list(p) for t, p in zip(targets, predictions, strict=True)]
+    return {"exact_match": 100.0 * sum(hits) / max(len(hits), 1)}
+
+
 if NAME not in seqio.TaskRegistry.names():
     vocab = seqio.PassThroughVocabulary(size=32103, eos_id=2)
     seqio.TaskRegistry.add(
@@ -43,5 +49,5 @@ if NAME not in seqio.TaskRegistry.names():
             "inputs": seqio.Feature(vocab, add_eos=True),
             "targets": seqio.Feature(vocab, add_eos=True),
         },
-        metric_fns=[],
+        metric_fns=[exact_match],
     )

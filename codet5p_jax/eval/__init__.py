@@ -1,0 +1,245 @@
+"""`codet5p eval`: SeqIO task metrics of a checkpoint, or a code benchmark (HumanEval, ...).
+
+    codet5p eval --gin_file=gin/runs/eval.gin --gin.CHECKPOINT_PATH="'/tmp/run'" \
+        --gin.MIXTURE_OR_TASK_NAME="'codet5p_summarize_stdlib'" \
+        --gin.TASK_FEATURE_LENGTHS="{'inputs': 256, 'targets': 128}"
+
+With a task, every example of its split is decoded (`codet5p_jax.generation.generate`) and the
+task's own seqio metric functions score the detokenised predictions (t5x `eval.py` behaviour);
+the teacher-forced loss / token accuracy are reported beside them. With `BENCHMARK` bound,
+`codet5p_jax.evaluation.benchmarks.run_benchmark` drives the model through `make_generate_fn`.
+Results go to `OUTPUT_DIR/metrics.json` (and TensorBoard events of seqio's logger).
+"""
+
+import json
+import logging
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+import gin
+from codet5p_jax import gin_cli
+
+PROG = "codet5p eval"
+log = logging.getLogger(__name__)
+
+
+def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, **defaults):
+    """A benchmark `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]`.
+
+    Prompts are tokenised with `vocabulary` (a seqio vocabulary), decoded with
+    `codet5p_jax.generation.generate` and detokenised.
+    """
+    from codet5p_jax import generation
+
+    def generate_fn(prompts: list[str], num_samples: int = 1, **gen_kwargs) -> list[list[str]]:
+        opts = {**defaults, **gen_kwargs}
+        ids = [vocabulary.encode(p)[:max_input_length] for p in prompts]
+        width = max(len(x) for x in ids)
+        batch = np.zeros((len(ids), width), np.int32)
+        for i, x in enumerate(ids):
+            batch[i, : len(x)] = x
+        if num_samples > 1:
+            opts.setdefault("method", "sample")
+            opts["num_samples"] = num_samples
+        out = generation.generate(model, params, batch, **opts)
+        tokens = np.asarray(out.tokens)  # [B, num_samples, T]
+        return [
+            [vocabulary.decode(_trim(t, model.config.eos_token_id)) for t in row] for row in tokens
+        ]
+
+    return generate_fn
+
+
+def _trim(tokens, eos_id: int) -> list[int]:
+    """Token ids up to (excluding) the first EOS or pad."""
+    out = []
+    for t in np.asarray(tokens).tolist():
+        if t in (eos_id, 0):
+            break
+        out.append(t)
+    return out
+
+
+def _predict_fn(model, params, batch_size: int, gen_kwargs: dict):
+    """seqio predict_fn: `(index, features)` dataset -> [(index, predicted ids)]."""
+    from codet5p_jax import generation
+
+    def predict(ds):
+        results = []
+        for indices, feats in ds.batch(batch_size).as_numpy_iterator():
+            out = generation.generate(model, params, feats["encoder_input_tokens"], **gen_kwargs)
+            best = np.asarray(out.tokens)[:, 0]  # [B, T]: the best beam / only sample
+            for i, seq in zip(indices, best, strict=True):
+                results.append((int(i), _trim(seq, model.config.eos_token_id)))
+        return results
+
+    return predict
+
+
+def _teacher_forced(model, params, name, lengths, split, batch_size, num_examples) -> dict:
+    """Token-weighted loss and accuracy over the split (Seq2SeqObjective without dropout)."""
+    from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
+    from codet5p_jax.train import data
+
+    objective = Seq2SeqObjective(model)
+
+    @jax.jit
+    def metrics_fn(p, b):
+        return objective.loss_fn(p, {}, b, jax.random.key(0), enable_dropout=False)[1][0]
+
+    keys = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")
+    totals = np.zeros(3)  # loss * tokens, accuracy * tokens, tokens
+    seen = 0
+    batches = data.host_batches(
+        name, lengths, batch_size=batch_size, split=split, shuffle=False, repeat=False
+    )
+    for batch in batches:
+        m = jax.device_get(
+            metrics_fn(params, {k: batch[k] for k in keys + ("decoder_loss_weights",)})
+        )
+        n = float(m["tokens"])
+        totals += [float(m["loss"]) * n, float(m["accuracy"]) * n, n]
+        seen += len(batch["encoder_input_tokens"])
+        if num_examples is not None and seen >= num_examples:
+            break
+    n = max(totals[2], 1.0)
+    return {"teacher_forced_loss": totals[0] / n, "token_accuracy": totals[1] / n}
+
+
+@gin.configurable
+def evaluate(
+    *,
+    checkpoint_path: str = gin.REQUIRED,
+    output_dir: str = gin.REQUIRED,
+    mixture_or_task_name: str | None = None,
+    task_feature_lengths: dict[str, int] | None = None,
+    split: str = "validation",
+    batch_size: int = 8,
+    num_examples: int | None = None,
+    task_modules: tuple[str, ...] = ("tasks",),
+    max_new_tokens: int = 128,
+    decode_method: str = "greedy",
+    num_beams: int = 1,
+    benchmark: str | None = None,
+    benchmark_options: dict[str, Any] | None = None,
+    vocabulary: Any = None,
+) -> dict[str, Any]:
+    """Evaluates a checkpoint; see the module docstring.
+
+    Args:
+      checkpoint_path: Training MODEL_DIR (latest step), a step dir, an orbax or an HF dir.
+      output_dir: Where metrics.json (and benchmark files) are written.
+      mixture_or_task_name: SeqIO task/mixture whose metric functions are computed.
+      task_feature_lengths: Its feature lengths.
+      split: The split to evaluate.
+      batch_size: Examples per decoding batch.
+      num_examples: Evaluate only the first N examples (None = all).
+      task_modules: Modules that register the tasks.
+      max_new_tokens / decode_method / num_beams: Decoding settings.
+      benchmark: A `codet5p_jax.evaluation.benchmarks` name (e.g. "humaneval") instead of a task.
+      benchmark_options: Options of `run_benchmark` (path, num_samples, ks, limit, ...).
+      vocabulary: seqio vocabulary for benchmark prompts (default: `tasks.CodeT5Vocabulary()`).
+
+    Returns:
+      The metrics dict (also written to `output_dir/metrics.json`).
+    """
+    from codet5p_jax.checkpoint_loading import load_for_inference
+    from codet5p_jax.models import build_model
+    from codet5p_jax.train import data
+    from codet5p_jax.train.trainer import check_required
+
+    check_required(CHECKPOINT_PATH=checkpoint_path, OUTPUT_DIR=output_dir)
+    if not mixture_or_task_name and not benchmark:
+        raise ValueError("Set MIXTURE_OR_TASK_NAME (task metrics) or BENCHMARK (e.g. humaneval).")
+    cfg, params, source = load_for_inference(checkpoint_path)
+    log.info("Evaluating %s", source)
+    model = build_model(cfg)
+    params = jax.device_put(params)
+    out_dir = pathlib.Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
+    metrics: dict[str, Any] = {"checkpoint": source}
+    if benchmark:
+        from codet5p_jax.evaluation import benchmarks
+
+        if vocabulary is None:
+            import tasks
+
+            vocabulary = tasks.CodeT5Vocabulary()
+        generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
+        metrics[benchmark] = benchmarks.run_benchmark(
+            benchmark, generate_fn, out_dir, **(benchmark_options or {})
+        )
+    if mixture_or_task_name:
+        import seqio
+
+        data.import_task_modules(task_modules)
+        data.get_task(mixture_or_task_name)
+        evaluator = seqio.Evaluator(
+            mixture_or_task_name,
+            feature_converter=seqio.EncDecFeatureConverter(pack=False),
+            eval_split=split,
+            sequence_length=task_feature_lengths,
+            num_examples=num_examples,
+            log_dir=str(out_dir),
+            logger_cls=(seqio.TensorBoardLogger,),
+        )
+        if evaluator.eval_tasks:
+            future, _ = evaluator.evaluate(
+                compute_metrics=True, predict_fn=_predict_fn(model, params, batch_size, gen_kwargs)
+            )
+            task_metrics = future.result() if hasattr(future, "result") else future
+            metrics["tasks"] = {
+                t: {k: _to_float(v) for k, v in m.items()} for t, m in (task_metrics or {}).items()
+            }
+        else:
+            log.warning(
+                "%s has no seqio metric_fns: teacher-forced metrics only.", mixture_or_task_name
+            )
+        metrics.update(
+            _teacher_forced(
+                model,
+                params,
+                mixture_or_task_name,
+                task_feature_lengths,
+                split,
+                batch_size,
+                num_examples,
+            )
+        )
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    tmp.replace(out_dir / "metrics.json")
+    return metrics
+
+
+def _to_float(v):
+    """seqio metric values may be clu/numpy scalars or `seqio.metrics.Scalar`."""
+    value = getattr(v, "value", v)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`codet5p eval` entry point."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = gin_cli.parse_args(argv, PROG, "Evaluate a checkpoint on a SeqIO task or benchmark.")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    gin_cli.init_distributed(args)
+    try:
+        gin_cli.parse_gin(args)
+        metrics = evaluate()
+    except gin_cli.UsageError as e:
+        return gin_cli.fail(PROG, str(e))
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
+        return gin_cli.fail(PROG, gin_cli.required_error(e) or f"{type(e).__name__}: {e}")
+    finally:
+        gin.clear_config()
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
