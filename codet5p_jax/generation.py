@@ -72,11 +72,23 @@ def repeat_cache(cache, n: int):
     )
 
 
-def gather_cache(cache, rows):
-    """Reorders the batch axis of every per-row cache leaf by `rows [B']`."""
-    return jax.tree_util.tree_map_with_path(
-        lambda p, x: x if _is_shared(p) or x.ndim == 0 else jnp.take(x, rows, axis=0), cache
-    )
+def _is_cross_attention(path) -> bool:
+    return any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
+
+
+def gather_beams(cache, rows):
+    """Reorders the self-attention cache rows by `rows [B*K]` (beam search reordering).
+
+    Beams only ever move within their own prompt, whose `K` rows of encoder keys/values are
+    identical copies, so the cross-attention entries are left in place rather than copied.
+    """
+
+    def gather(path, x):
+        if _is_shared(path) or _is_cross_attention(path) or x.ndim == 0:
+            return x
+        return jnp.take(x, rows, axis=0)
+
+    return jax.tree_util.tree_map_with_path(gather, cache)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
@@ -126,7 +138,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
     if opts.method == "beam":
         out = beam_search(
             tokens_to_logits,
-            gather_cache,
+            gather_beams,
             first_logits,
             cache,
             num_beams=n,
