@@ -420,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retrieval: {e}", file=sys.stderr)
         return 2
     results["num_pairs"] = len(pairs)
+    skipped = [k for k in DEFAULT_KS if k > len(pairs)]
+    if skipped:
+        results["skipped"] = f"R@{skipped}: corpus of {len(pairs)} pairs is smaller than k"
     results["random_mrr"] = random_baseline_mrr(len(pairs))
     print(json.dumps(results, indent=2))
     return 0

@@ -278,11 +278,19 @@ class BimodalObjective:
         sim_t2c = C.similarity_logits(text_feat, all_code_m, temp, valid)
         sim_c2t = C.similarity_logits(code_feat, all_text_m, temp, valid)
         if self.weights["itc"]:
-            targets_t2c = C.contrastive_targets(
-                positives, valid, C.similarity_logits(text_feat_m, all_code_m, temp), self.alpha
+            # Targets are constants (BLIP builds them under no_grad): a gradient through their
+            # temperature would sharpen the targets instead of the predictions and drives the
+            # learned temperature to its lower clamp.
+            t_sg = jax.lax.stop_gradient(temp)
+            targets_t2c = jax.lax.stop_gradient(
+                C.contrastive_targets(
+                    positives, valid, C.similarity_logits(text_feat_m, all_code_m, t_sg), self.alpha
+                )
             )
-            targets_c2t = C.contrastive_targets(
-                positives, valid, C.similarity_logits(code_feat_m, all_text_m, temp), self.alpha
+            targets_c2t = jax.lax.stop_gradient(
+                C.contrastive_targets(
+                    positives, valid, C.similarity_logits(code_feat_m, all_text_m, t_sg), self.alpha
+                )
             )
             losses["itc"] = 0.5 * (
                 C.info_nce(text_feat, all_code_m, targets_t2c, temp, valid)

@@ -252,3 +252,27 @@ def test_bad_configuration_and_batches_are_rejected(setup):
         BimodalObjective(embed_model)
     with pytest.raises(ValueError, match="needs a projection head"):
         BimodalObjective(build_model(get_preset("tiny")))
+
+
+def test_temperature_gradient_treats_soft_targets_as_constants(setup):
+    # Analytic numpy gradient of InfoNCE w.r.t. the temperature T with fixed targets t:
+    # dL/dT = mean_rows sum_k t_k (s_k - E_p[s]) / T^2, with s the cosine similarities.
+    model, boxed = setup
+    alpha, temp = 0.4, 0.07
+    obj = make_objective(model, alpha=alpha, itm_weight=0.0, t2c_weight=0.0, c2t_weight=0.0)
+    params = nn.unbox(obj.init_params(boxed))
+    net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
+    extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
+    b = make_batch(6)
+    grads = jax.grad(lambda p: obj.loss_fn(p, extra, b, jax.random.PRNGKey(0))[0])(params)
+    tf, cf = _np_features(model, net, b["text_tokens"]), _np_features(model, net, b["code_tokens"])
+
+    def side(sim):
+        p = np.exp(_log_softmax(sim / temp))
+        targets = alpha * p + (1 - alpha) * np.eye(B)  # momentum == online at step 1
+        expected_s = (p * sim).sum(1, keepdims=True)
+        return np.mean((targets * (sim - expected_s)).sum(1)) / temp**2
+
+    sim = tf @ cf.T
+    expected = 0.5 * (side(sim) + side(sim.T))
+    np.testing.assert_allclose(float(grads[TEMPERATURE_KEY]), expected, rtol=1e-4, atol=1e-6)
