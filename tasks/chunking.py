@@ -7,6 +7,7 @@ they sit before seqio's `CacheDatasetPlaceholder` and can be cached offline; chu
 the requested lengths and runs after it.
 """
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -70,5 +71,26 @@ def tokenize_and_filter(
     min_tokens: int | None = MIN_FILE_TOKENS,
     max_tokens: int | None = MAX_FILE_TOKENS,
 ) -> tf.data.Dataset:
-    """tokenize -> size filter (the deterministic, cacheable part of stage 1)."""
-    return filter_by_length(tokenize_code(ds, vocabulary), min_tokens, max_tokens)
+    """tokenize -> size filter (the deterministic, cacheable part of stage 1).
+
+    Long files are mostly over the limit, and tokenizing them only to drop them dominates the
+    cost on real corpora, so a file longer than `8 * max_tokens` characters is first tokenized
+    on that prefix: byte-level BPE can only change the last pre-token at the cut, so more than
+    `max_tokens + 1` prefix tokens proves the file too long. Results equal plain tokenization.
+    """
+    if max_tokens is None:
+        return filter_by_length(tokenize_code(ds, vocabulary), min_tokens, max_tokens)
+    limit_chars = 8 * max_tokens
+
+    def encode(raw: bytes) -> np.ndarray:
+        text = raw.decode("utf-8", errors="replace")
+        if len(text) > limit_chars and len(vocabulary.encode(text[:limit_chars])) > max_tokens + 1:
+            return np.full([max_tokens + 1], -1, np.int32)  # marker: too long, dropped below
+        return np.asarray(vocabulary.encode(text), np.int32)
+
+    def fn(ex):
+        tokens = tf.numpy_function(encode, [ex["code"]], tf.int32, stateful=False)
+        tokens.set_shape([None])
+        return {"tokens": tokens}
+
+    return filter_by_length(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE), min_tokens, max_tokens)
