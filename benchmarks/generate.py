@@ -8,22 +8,31 @@ the ratio. Compile time of our jitted loop is reported separately and excluded.
     .venv/bin/python benchmarks/generate.py                    # small config, quick
     .venv/bin/python benchmarks/generate.py --preset codet5p-220m --batch 8 \
         --prompt-len 128 --new-tokens 32                       # codet5p-220m shapes
+    .venv/bin/python benchmarks/generate.py --single-thread    # 1 thread each side
 """
 
 import argparse
 import os
 import statistics
+import sys
 import time
 
-import jax
-import numpy as np
-import torch
-import transformers
+if "--single-thread" in sys.argv:
+    # Must precede the jax import: XLA reads its CPU threading flags once.
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
 
-from codet5p_jax.config import get_preset, to_hf_config
-from codet5p_jax.convert.hf_t5 import hf_to_params
-from codet5p_jax.generation import generate
-from codet5p_jax.models import build_model
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from codet5p_jax.config import get_preset, to_hf_config  # noqa: E402
+from codet5p_jax.convert.hf_t5 import hf_to_params  # noqa: E402
+from codet5p_jax.generation import generate  # noqa: E402
+from codet5p_jax.models import build_model  # noqa: E402
 
 SMALL = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024)
 
@@ -37,6 +46,11 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=None, help="default: torch's choice")
+    p.add_argument(
+        "--single-thread",
+        action="store_true",
+        help="one thread each for XLA and torch (steadier on a loaded machine)",
+    )
     return p.parse_args(argv)
 
 
@@ -73,8 +87,8 @@ def timed_pair(first, second, repeats: int):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    if args.torch_threads or args.single_thread:
+        torch.set_num_threads(1 if args.single_thread else args.torch_threads)
     cfg, hf, params = build(args.preset, args.seed)
     params = jax.device_put(params)
     model = build_model(cfg)
@@ -110,7 +124,10 @@ def main(argv=None):
         f"({jax.default_backend()}), torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
     # Other jobs on a shared machine distort both sides; the 1-minute load average says how much.
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(
+        f"XLA single-threaded: {args.single_thread}; "
+        f"load average at the end: {os.getloadavg()[0]:.1f}"
+    )
     print(
         f"model: {args.preset or 'small'} (emb {cfg.emb_dim}, layers "
         f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers}, vocab {cfg.vocab_size}), fp32"
