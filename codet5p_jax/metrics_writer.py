@@ -255,3 +255,40 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def summarize(model_dir: str | pathlib.Path) -> str:
+    """A few lines on a finished run: steps, first/last loss (per objective), throughput, plot."""
+    rows = read_metrics(model_dir)
+    if not rows:
+        return f"{model_dir}: no metrics.jsonl"
+    first, last = rows[0], rows[-1]
+    lines = [f"{model_dir}: {last['step']} steps"]
+    for key in ["loss"] + sorted(k for k in last if k.startswith("loss/")):
+        if key in first and key in last:
+            lines.append(
+                f"  {key:<28} {first[key]:8.4f} (step {first['step']}) -> {last[key]:8.4f}"
+            )
+    for key in ("accuracy", "tokens_per_second", "mfu"):
+        if key in last:
+            lines.append(f"  {key:<28} {last[key]:.4g}")
+    plot = pathlib.Path(model_dir) / "loss_curve.png"
+    if plot.is_file():
+        lines.append(f"  plot: {plot}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m codet5p_jax.metrics_writer MODEL_DIR...`: print run summaries (re-plots)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        print("usage: python -m codet5p_jax.metrics_writer MODEL_DIR [MODEL_DIR...]")
+        return 2
+    for model_dir in argv:
+        plot_loss_curve(model_dir)
+        print(summarize(model_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
