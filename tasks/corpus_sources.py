@@ -96,23 +96,22 @@ def iter_source_tree(
 
 
 def iter_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[tuple[int, dict]]:
-    """Yields `(line_number, object)` for each JSON object line; counts bad lines."""
+    """Yields `(line_number, object)` for each JSON object line; counts bad lines.
+
+    Lines are decoded one by one, so a line with invalid UTF-8 is skipped (`undecodable`)
+    without losing the rest of the file.
+    """
     try:
-        f = open(path, encoding="utf-8", errors="strict")  # noqa: SIM115 (generator-held)
+        f = open(path, "rb")  # noqa: SIM115 (held by the generator)
     except OSError as e:
         raise FileNotFoundError(f"cannot open JSONL corpus {path}: {e}") from e
     with f:
-        lineno = 0
-        while True:
+        for lineno, raw in enumerate(f, start=1):
             try:
-                line = f.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                # The text layer cannot resync after bad bytes; the rest of the file is lost.
                 counts["undecodable"] += 1
-                return
-            if not line:
-                return
-            lineno += 1
+                continue
             if not line.strip():
                 continue
             try:

@@ -106,11 +106,11 @@ def test_code_jsonl_skips_bad_lines(tmp_path):
         json.dumps([1, 2]),  # not an object
         "",
     ]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"code": "\xff\xfe"}\n')
     counts = S.Counter()
     recs = list(S.iter_code_jsonl(path, counts))
     assert [r["code"] for r in recs] == ["def f():\n    return 1\n", "int x = 1 ;"]
-    assert dict(counts) == {"missing_field": 1, "bad_json": 2}
+    assert dict(counts) == {"missing_field": 1, "bad_json": 2, "undecodable": 1}
     stats = json.loads((C.prepare_corpus(_spec("jl", path, "jsonl")) / "stats.json").read_text())
     assert sum(stats["records"]["code"].values()) == 2 and stats["skipped"]["bad_json"] == 2
 

@@ -86,6 +86,20 @@ def test_every_stdlib_task_and_mixture_yields_default_batches(key):
         assert (inp[:, 0] == 0).all()
 
 
+def test_humaneval_batches_at_default_lengths():
+    ds = seqio.get_dataset(
+        "codet5p_humaneval",
+        tasks.downstream.HUMANEVAL_LENGTHS,
+        feature_converter=seqio.EncDecFeatureConverter(pack=False),
+        dataset_split="test",
+        batch_size=4,  # get_dataset drops a partial last batch; 164 = 41 * 4
+    )
+    batches = list(ds.as_numpy_iterator())
+    assert sum(len(b["encoder_input_tokens"]) for b in batches) == 164
+    assert batches[0]["encoder_input_tokens"].shape == (4, 600)
+    assert batches[0]["decoder_target_tokens"].shape == (4, 512)
+
+
 def test_stage1_mixture_mixes_all_objectives_with_equal_rates():
     ds = seqio.get_dataset(
         "codet5p_stage1_stdlib",
