@@ -6,8 +6,12 @@ flags or, with `--distributed`, from the environment (TPU pods, SLURM, GKE set i
 
 import argparse
 import logging
+import os
 import pathlib
 import sys
+
+# TensorFlow (imported by seqio) logs C++ start-up chatter to stderr; keep the console readable.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import gin
 
