@@ -1,9 +1,11 @@
 """Set-up for the data tests: a session cache dir, a small stdlib corpus, the released BPE.
 
-The environment is fixed before any test module imports `tasks` (which registers the stdlib
-tasks): the corpus cache lives in a fresh temporary directory, the stdlib corpus is capped at
-`STDLIB_FILES` files (sorted order, so always the same files), and the default tokenizer is the
-CodeT5 BPE from ../shared (the released files; the trained fallback is tested separately).
+* The corpus cache is a fresh temporary directory and the default tokenizer the released CodeT5
+  BPE from ../shared (the trained fallback is tested separately). Both are set when this file is
+  imported, before any test imports `tasks`; they are harmless to other test directories.
+* The stdlib corpus is capped at `STDLIB_FILES` files (sorted order, so always the same files)
+  only while a module of this directory runs (`_small_stdlib`), so a slow end-to-end test
+  elsewhere in the same session still sees the full stdlib.
 """
 
 import os
@@ -19,9 +21,17 @@ _SHARED = pathlib.Path(
     os.environ.get("CODET5P_SHARED", pathlib.Path(__file__).resolve().parents[2].parent / "shared")
 )
 os.environ["CODET5P_CACHE_DIR"] = tempfile.mkdtemp(prefix="codet5p-tasks-test-")
-os.environ["CODET5P_STDLIB_MAX_FILES"] = str(STDLIB_FILES)
 os.environ["CODET5P_TOKENIZER_DIR"] = str(_SHARED / "reference" / "tokenizers" / "codet5")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _small_stdlib():
+    """Caps the registered `stdlib` tasks at `STDLIB_FILES` files for this directory's tests."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CODET5P_STDLIB_MAX_FILES", str(STDLIB_FILES))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +54,8 @@ def codet5_vocab(codet5_tokenizer_dir):
 def stdlib_spec():
     from tasks.corpus_cache import CorpusSpec
 
-    return CorpusSpec(name="stdlib", kind="stdlib")
+    # Same fingerprint (cache) as the registered tasks under `_small_stdlib`.
+    return CorpusSpec(name="stdlib", kind="stdlib", max_files=STDLIB_FILES)
 
 
 @pytest.fixture(scope="session")
