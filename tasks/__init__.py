@@ -7,6 +7,7 @@ docs/data.md.
 """
 
 import gin
+from tasks.downstream import register_alpaca
 from tasks.registry import (
     DEFAULT_LENGTHS,
     corpus_mixture,
@@ -33,5 +34,6 @@ __all__ = [
     "corpus_mixture",
     "corpus_names",
     "feature_converter_for",
+    "register_alpaca",
     "register_corpus",
 ]

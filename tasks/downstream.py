@@ -23,6 +23,7 @@ from collections import Counter
 import seqio
 import tensorflow as tf
 
+import gin
 from tasks import corpus_sources
 from tasks.corpus_cache import SPLITS, CorpusSpec
 from tasks.data_sources import PreparedCorpusSource
@@ -124,14 +125,32 @@ def read_alpaca(path: str | os.PathLike) -> tuple[list[dict[str, str]], Counter]
     return out, counts
 
 
+@gin.configurable(denylist=["vocabulary"])
 def register_alpaca(
-    name: str, path: str | os.PathLike, vocabulary, validation_fraction: float = 0.05
+    name: str = gin.REQUIRED,
+    path: str | os.PathLike = gin.REQUIRED,
+    vocabulary=None,
+    validation_fraction: float = 0.05,
 ) -> str:
     """Registers `codet5p_instruct_<name>` over Alpaca-format data; returns the task name.
 
     The file is read on first use; examples are split train/validation by a hash of the prompt.
+    Registering an existing name again returns it unchanged. From gin:
+    `MIXTURE_OR_TASK_NAME = @register_alpaca()` with `register_alpaca.name` / `.path`.
+
+    Args:
+      name: Suffix of the task name.
+      path: Alpaca JSON (a list of objects) or JSONL with `instruction`, `input`, `output`.
+      vocabulary: Defaults to `CodeT5Vocabulary()` (the default tokenizer rule).
+      validation_fraction: Share of prompts hashed into `validation`.
     """
     task_name = f"codet5p_instruct_{name}"
+    if task_name in seqio.TaskRegistry.names():
+        return task_name
+    if vocabulary is None:
+        from tasks.vocabularies import CodeT5Vocabulary
+
+        vocabulary = CodeT5Vocabulary()
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed

@@ -48,6 +48,7 @@ def test_alpaca_task_and_bad_records(tmp_path, codet5_vocab):
     assert counts["missing_field"] == 3
     name = downstream.register_alpaca("toy", path, codet5_vocab, validation_fraction=0.0)
     assert name == "codet5p_instruct_toy"
+    assert downstream.register_alpaca("toy", path) == name  # idempotent
     exs = _examples(name, downstream.INSTRUCT_LENGTHS)
     assert [codet5_vocab.decode(e["inputs"]) for e in exs] == [ALPACA_INPUT, ALPACA_NO_INPUT]
     assert [codet5_vocab.decode(e["targets"]) for e in exs] == ["sorted([3, 1])", "sorted(x)"]
