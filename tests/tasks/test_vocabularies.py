@@ -90,6 +90,11 @@ def test_codegen_matches_hf_tokenizer(codegen_vocab, codegen_tokenizer_dir, stdl
     ds = tf.data.Dataset.from_tensor_slices(stdlib_samples[:4]).map(codegen_vocab.encode_tf)
     got = [x.tolist() for x in ds.as_numpy_iterator()]
     assert got == [hf.encode(t) for t in stdlib_samples[:4]]
+    # Decode in graph mode; rows are padded with <|endoftext|>, CodeGen's pad (= eos).
+    ragged = codegen_vocab.encode_tf(tf.constant(stdlib_samples[:3]))
+    padded = ragged.to_tensor(default_value=codegen_vocab.pad_id)
+    decoded = tf.function(codegen_vocab.decode_tf)(padded).numpy()
+    assert [d.decode() for d in decoded] == stdlib_samples[:3]
 
 
 def test_vocab_and_merges_files_and_pickle(codet5_tokenizer_dir, codet5_vocab, stdlib_samples):
