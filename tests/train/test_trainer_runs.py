@@ -256,3 +256,63 @@ def test_make_generate_fn_decodes_generate_output(full_run):
 
     assert out[0][0] == Chars().decode(_trim(ref.tokens[0, 0], cfg.eos_token_id))
     assert out[1][0] == Chars().decode(_trim(ref.tokens[1, 0], cfg.eos_token_id))
+
+
+@pytest.mark.parametrize("source", ["run", "hf", "orbax"])
+def test_initial_checkpoint_adds_new_heads(full_run, tmp_path, caplog, source):
+    """Stage-1 params into a bimodal model: every shared param is the source's, the new heads
+    keep their fresh init and are logged; from a run dir, an HF dir and a convert-orbax dir."""
+    import logging
+
+    import jax
+
+    from codet5p_jax import partitioning
+    from codet5p_jax.config import get_preset
+    from codet5p_jax.convert.cli import convert
+    from codet5p_jax.models import build_model, init_args
+    from codet5p_jax.train import initial_checkpoint
+
+    path = full_run
+    if source != "run":
+        path = tmp_path / source
+        convert(full_run, path, to=source)
+    cfg = get_preset("tiny-bimodal", vocab_size=512)
+    model = build_model(cfg)
+    mesh = partitioning.make_mesh(2, 2, 2)
+    fresh, shardings, _ = partitioning.sharded_init(
+        lambda r: model.init(r, *init_args(cfg))["params"],
+        mesh,
+        partitioning.AXIS_RULES["fsdp"],
+        jax.random.key(3),
+    )
+    with caplog.at_level(logging.WARNING):
+        merged, added = initial_checkpoint.load_initial_params(path, fresh, shardings, cfg)
+    assert added == [
+        "embedding_proj/bias",
+        "embedding_proj/kernel",
+        "itm_head/bias",
+        "itm_head/kernel",
+    ]
+    assert "lacks 4 new params" in caplog.text and "itm_head/kernel" in caplog.text
+    source_params, _, _ = checkpointing.latest_params(full_run)
+    np.testing.assert_array_equal(
+        np.asarray(merged["encoder"]["layers_1"]["mlp"]["wo"]["kernel"]),
+        source_params["encoder"]["layers_1"]["mlp"]["wo"]["kernel"],
+    )
+    np.testing.assert_array_equal(
+        np.asarray(merged["token_embedder"]["embedding"]),
+        source_params["token_embedder"]["embedding"],
+    )
+    np.testing.assert_array_equal(
+        np.asarray(merged["itm_head"]["kernel"]), np.asarray(fresh["itm_head"]["kernel"])
+    )
+    assert (
+        merged["token_embedder"]["embedding"].sharding == shardings["token_embedder"]["embedding"]
+    )
+
+
+def test_initial_checkpoint_missing_path(tmp_path):
+    from codet5p_jax.train import initial_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        initial_checkpoint.load_initial_params(tmp_path / "nope", {}, {}, None)
