@@ -218,7 +218,9 @@ class BPEVocabulary(seqio.Vocabulary):
         if ids.shape.rank == 0:
             raise ValueError("decode_tf needs ids of rank >= 1 (last axis = tokens)")
         if self.eos_id is not None:
-            after_eos = tf.cumsum(tf.cast(tf.equal(ids, self.eos_id), tf.int32), exclusive=True)
+            after_eos = tf.cumsum(
+                tf.cast(tf.equal(ids, self.eos_id), tf.int32), exclusive=True, axis=-1
+            )
             ids = tf.where(after_eos > 0, self.pad_id, ids)
             ids = tf.where(tf.equal(ids, self.eos_id), self.pad_id, ids)
         return self._decode_tf(ids)
