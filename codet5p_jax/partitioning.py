@@ -67,8 +67,10 @@ def get_axis_rules(name: str) -> tuple[tuple[str, Any], ...]:
     return AXIS_RULES[name]
 
 
-def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> tuple[int, ...]:
-    """Replaces a single -1 in `shape` so that the product equals `num_devices`."""
+def _resolve_shape(
+    shape: Sequence[int], num_devices: int, what: str, unit: str = "devices"
+) -> tuple[int, ...]:
+    """Replaces a single -1 in `shape` so that the product equals `num_devices` (of `unit`)."""
     shape = [int(s) for s in shape]
     if shape.count(-1) > 1:
         raise ValueError(f"At most one {what} mesh dimension may be -1, got {shape}.")
@@ -85,7 +87,7 @@ def _resolve_shape(shape: Sequence[int], num_devices: int, what: str) -> tuple[i
     if int(np.prod(shape)) != num_devices:
         raise ValueError(
             f"The {what} mesh {dict(zip(MESH_AXES, shape, strict=True))} needs "
-            f"{int(np.prod(shape))} devices but {num_devices} are available."
+            f"{int(np.prod(shape))} {unit} but {num_devices} are available."
         )
     return tuple(shape)
 
@@ -124,7 +126,9 @@ def make_mesh(
       ValueError: when the shapes do not multiply to the device count.
     """
     devices = list(jax.devices() if devices is None else devices)
-    dcn_shape = _resolve_shape((dcn_data, dcn_fsdp, dcn_tensor), _num_slices(devices), "DCN")
+    dcn_shape = _resolve_shape(
+        (dcn_data, dcn_fsdp, dcn_tensor), _num_slices(devices), "DCN", unit="slices"
+    )
     per_slice = len(devices) // int(np.prod(dcn_shape))
     ici_shape = _resolve_shape((data, fsdp, tensor), per_slice, "ICI")
     if int(np.prod(dcn_shape)) > 1:

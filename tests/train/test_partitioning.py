@@ -55,6 +55,12 @@ def test_make_mesh_rejects_wrong_device_count():
         partitioning.make_mesh(-1, 3, 1)
 
 
+def test_multi_slice_needs_slices():
+    """DCN dims count slices; fake CPU devices form one slice."""
+    with pytest.raises(ValueError, match="DCN mesh .* needs 2 slices but 1 are available"):
+        partitioning.make_mesh(-1, 1, 1, dcn_data=2)
+
+
 def test_batch_size_must_divide_data_parallel_size():
     mesh = partitioning.make_mesh(2, 2, 2)
     partitioning.check_batch_size(8, mesh)
