@@ -95,6 +95,22 @@ def effective_lengths(
     return out
 
 
+def _chunks_or_error(ds, chunk_length: int, eos_id: int):
+    """Concatenates and chunks; fails here, in Python, when not even one chunk comes out.
+
+    Without this a corpus whose files all miss the size filter would give an empty dataset and
+    a trainer would stop (or spin on `repeat()`) far from the cause. Peeking builds one chunk
+    (reads a few files); it draws no random seeds, so determinism is unaffected.
+    """
+    ds = chunking.concat_and_chunk(ds, chunk_length, eos_id)
+    if next(iter(ds.take(1)), None) is None:
+        raise ValueError(
+            f"stage-1 data yields no {chunk_length}-token chunk: no file passed the size filter "
+            "(min_file_tokens / max_file_tokens of register_corpus) or the corpus is too small"
+        )
+    return ds
+
+
 def span_denoise_step(ds, sequence_length, *, defaults, eos_id):
     """Chunks to the length whose corruption fills `inputs`, then corrupts spans."""
     lengths = effective_lengths(sequence_length, defaults)
@@ -106,7 +122,7 @@ def span_denoise_step(ds, sequence_length, *, defaults, eos_id):
         if inputs_length <= 8:
             raise ValueError(f"span denoising cannot fit targets length {lengths['targets']}")
         inputs_length -= 1
-    ds = chunking.concat_and_chunk(ds, chunk, eos_id)
+    ds = _chunks_or_error(ds, chunk, eos_id)
     return span_corruption.span_corruption(ds, eos_id=eos_id)
 
 
@@ -116,7 +132,7 @@ def seq2seq_clm_step(ds, sequence_length, *, defaults, clm_id, eos_id):
     if lengths["inputs"] < 3 or lengths["targets"] < 2:
         raise ValueError(f"seq2seq causal LM needs inputs >= 3 and targets >= 2, got {lengths}")
     chunk = causal_lm.seq2seq_chunk_length(lengths["inputs"], lengths["targets"])
-    ds = chunking.concat_and_chunk(ds, chunk, eos_id)
+    ds = _chunks_or_error(ds, chunk, eos_id)
     return causal_lm.seq2seq_causal_lm(
         ds, clm_id, eos_id, source_length=lengths["inputs"], target_length=lengths["targets"]
     )
@@ -127,7 +143,7 @@ def decoder_clm_step(ds, sequence_length, *, defaults, clm_id, eos_id):
     lengths = effective_lengths(sequence_length, defaults)
     if lengths["targets"] < 2:
         raise ValueError(f"decoder-only causal LM needs targets >= 2, got {lengths}")
-    ds = chunking.concat_and_chunk(ds, lengths["targets"] - 1, eos_id)
+    ds = _chunks_or_error(ds, lengths["targets"] - 1, eos_id)
     return causal_lm.decoder_only_causal_lm(ds, clm_id, eos_id)
 
 

@@ -205,7 +205,7 @@ def test_user_corpora(source_tree, shared_dir, tmp_path):
     assert b["code_tokens"].shape == (2, 420)
 
 
-def test_bad_corpora_fail_before_tf_data(tmp_path):
+def test_bad_corpora_fail_before_tf_data(tmp_path, source_tree):
     (tmp_path / "empty").mkdir()
     names = tasks.register_corpus("emptycorpus", tmp_path / "empty", kind="directory")
     with pytest.raises(ValueError, match="nothing usable"):
@@ -215,6 +215,10 @@ def test_bad_corpora_fail_before_tf_data(tmp_path):
     names = tasks.register_corpus("gojsonl", jl, kind="jsonl", validation_fraction=0.0)
     with pytest.raises(ValueError, match="no pairs records"):
         _batch(names["stage2"], "stage2")
+    # Real files, but none within the paper's 50-2,000-token filter.
+    names = tasks.register_corpus("tinyfiles", source_tree, kind="directory")
+    with pytest.raises(ValueError, match="no file passed the size filter"):
+        _batch(names["stage1"], "stage1")
     with pytest.raises(ValueError, match="needs a path"):
         tasks.register_corpus("nopath", kind="directory")
     with pytest.raises(ValueError, match="objective_id"):
