@@ -208,10 +208,12 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> pathlib.Path:
                 f"(skipped: {dict(counts) or 'no candidate files'})"
             )
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
-        if out.exists():  # another process finished first; keep its copy
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.replace(tmp, out)
+        except OSError:
+            if not (out / "stats.json").is_file():
+                raise
+            shutil.rmtree(tmp)  # another process (host) finished first; keep its copy
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -97,6 +97,8 @@ class CodeT5Vocabulary(BPEVocabulary):
             name = f"{vocab_file}, {merges_file}"
         else:
             name = str(path) if path is not None else "default"
+        if not stage2_tokens:
+            name += " (no stage-2 tokens)"
         super().__init__(extra_ids=NUM_SENTINELS, name=name)
 
     def _load(self) -> tokenizers.Tokenizer:

@@ -135,3 +135,10 @@ def test_bad_tokenizer_locations(tmp_path, codegen_tokenizer_dir):
         V.CodeT5Vocabulary(tmp_path / "empty").encode("x")
     with pytest.raises(ValueError, match="CodeT5 layout"):
         V.CodeT5Vocabulary(codegen_tokenizer_dir).encode("x")
+
+
+def test_without_stage2_tokens(codet5_tokenizer_dir, codet5_vocab):
+    plain = V.CodeT5Vocabulary(codet5_tokenizer_dir, stage2_tokens=False)
+    assert plain.vocab_size == 32100 and plain != codet5_vocab
+    assert plain.tokenizer.token_to_id("[ENC]") is None
+    assert V.ENC_ID not in plain.encode("[ENC] x")
