@@ -239,7 +239,8 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
         return None
     out = pathlib.Path(out) if out else pathlib.Path(model_dir) / "loss_curve.png"
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    keys = ["loss"] + sorted({k for r in rows for k in r if k.startswith("loss/")})
+    # Component losses: "loss/<objective>" (stage 1) or "loss_<name>" (stage 2).
+    keys = ["loss"] + sorted({k for r in rows for k in r if k.startswith(("loss/", "loss_"))})
     for k in keys:
         pts = [(r["step"], r[k]) for r in rows if k in r and math.isfinite(r[k])]
         if pts:
@@ -264,12 +265,15 @@ def summarize(model_dir: str | pathlib.Path) -> str:
         return f"{model_dir}: no metrics.jsonl"
     first, last = rows[0], rows[-1]
     lines = [f"{model_dir}: {last['step']} steps"]
-    for key in ["loss"] + sorted(k for k in last if k.startswith("loss/")):
+    for key in ["loss"] + sorted(k for k in last if k.startswith(("loss/", "loss_"))):
         if key in first and key in last:
             lines.append(
                 f"  {key:<28} {first[key]:8.4f} (step {first['step']}) -> {last[key]:8.4f}"
             )
-    for key in ("accuracy", "tokens_per_second", "mfu"):
+    for key in sorted(k for k in last if "accuracy" in k and "/" not in k) + [
+        "tokens_per_second",
+        "mfu",
+    ]:
         if key in last:
             lines.append(f"  {key:<28} {last[key]:.4g}")
     plot = pathlib.Path(model_dir) / "loss_curve.png"
