@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-/tmp/codet5p_demo}"
 PY=.venv/bin/python
+export TF_CPP_MIN_LOG_LEVEL=3  # TensorFlow (seqio) start-up chatter
 start=$(date +%s)
 
 echo "== setup"
