@@ -34,7 +34,8 @@ from codet5p_jax.train import step as step_lib
 from codet5p_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
-gin.external_configurable(get_preset, module="codet5p_jax.config")
+# The gin-wrapped preset lookup: `MODEL_CONFIG = @get_preset()` in gin/models/*.gin.
+configured_get_preset = gin.external_configurable(get_preset, module="codet5p_jax.config")
 
 
 def check_required(**macros) -> None:
