@@ -141,3 +141,33 @@ def fail(prog: str, message: str) -> int:
     """Prints `prog: error: message` to stderr and returns exit status 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ()):
+    """The shared body of `codet5p train|eval|infer`: flags, gin, run, errors -> exit status 2.
+
+    Args:
+      argv: Command-line arguments (None: `sys.argv[1:]`).
+      prog: Program name for messages, e.g. "codet5p eval".
+      description: `--help` text.
+      fn: The gin-configured entry point to call once the configuration is parsed.
+      expected_errors: Extra exception types reported as plain messages (no traceback).
+
+    Returns:
+      `(status, result)`: status 0 with `fn()`'s result, or 2 with None after printing the error.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv, prog, description)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    init_distributed(args)
+    try:
+        parse_gin(args)
+        return 0, fn()
+    except (UsageError, FileNotFoundError, *expected_errors) as e:
+        return fail(prog, str(e)), None
+    except (ValueError, TypeError, RuntimeError) as e:
+        return fail(prog, required_error(e) or f"{type(e).__name__}: {e}"), None
+    finally:
+        gin.clear_config()

@@ -14,7 +14,6 @@ Results go to `OUTPUT_DIR/metrics.json` (and TensorBoard events of seqio's logge
 import json
 import logging
 import pathlib
-import sys
 from typing import Any
 
 import jax
@@ -228,18 +227,10 @@ def _to_float(v):
 
 def main(argv: list[str] | None = None) -> int:
     """`codet5p eval` entry point."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = gin_cli.parse_args(argv, PROG, "Evaluate a checkpoint on a SeqIO task or benchmark.")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    gin_cli.init_distributed(args)
-    try:
-        gin_cli.parse_gin(args)
-        metrics = evaluate()
-    except gin_cli.UsageError as e:
-        return gin_cli.fail(PROG, str(e))
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
-        return gin_cli.fail(PROG, gin_cli.required_error(e) or f"{type(e).__name__}: {e}")
-    finally:
-        gin.clear_config()
+    status, metrics = gin_cli.run_mode(
+        argv, PROG, "Evaluate a checkpoint on a SeqIO task or benchmark.", evaluate
+    )
+    if status:
+        return status
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0

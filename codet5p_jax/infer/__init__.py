@@ -12,7 +12,6 @@ feature vocabularies). The file is written to a temporary name and renamed when 
 import json
 import logging
 import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -109,18 +108,10 @@ def infer(
 
 def main(argv: list[str] | None = None) -> int:
     """`codet5p infer` entry point."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = gin_cli.parse_args(argv, PROG, "Write a checkpoint's predictions for a task as JSONL.")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    gin_cli.init_distributed(args)
-    try:
-        gin_cli.parse_gin(args)
-        n = infer()
-    except gin_cli.UsageError as e:
-        return gin_cli.fail(PROG, str(e))
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as e:
-        return gin_cli.fail(PROG, gin_cli.required_error(e) or f"{type(e).__name__}: {e}")
-    finally:
-        gin.clear_config()
+    status, n = gin_cli.run_mode(
+        argv, PROG, "Write a checkpoint's predictions for a task as JSONL.", infer
+    )
+    if status:
+        return status
     print(f"{PROG}: wrote {n} predictions")
     return 0
