@@ -42,8 +42,13 @@ def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, 
         for i, x in enumerate(ids):
             batch[i, : len(x)] = x
         if num_samples > 1:
-            opts.setdefault("method", "sample")
-            opts["num_samples"] = num_samples
+            # Several completions per prompt only differ when sampled; never drop them silently.
+            if opts.get("method", "sample") != "sample":
+                raise ValueError(
+                    f"num_samples={num_samples} needs sampling, but the decode method is "
+                    f"{opts['method']!r}: set evaluate.decode_method='sample' (and temperature)."
+                )
+            opts.update(method="sample", num_samples=num_samples)
         out = generation.generate(model, params, batch, **opts)
         tokens = np.asarray(out.tokens)  # [B, num_samples, T]
         return [
