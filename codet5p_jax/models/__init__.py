@@ -1,6 +1,7 @@
 """Networks by config kind: `build_model(cfg)`."""
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from codet5p_jax.config import T5Config
 from codet5p_jax.models.embedding import CodeT5pEmbedding
@@ -16,8 +17,6 @@ def build_model(cfg: T5Config) -> nn.Module:
 
 def init_args(cfg: T5Config, batch: int = 1, enc_len: int = 4, dec_len: int = 4):
     """Dummy inputs that make `model.init` create every parameter."""
-    import jax.numpy as jnp
-
     enc = jnp.ones((batch, enc_len), jnp.int32)
     return (enc,) if cfg.kind == "embedding" else (enc, jnp.ones((batch, dec_len), jnp.int32))
 

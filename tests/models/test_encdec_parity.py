@@ -58,6 +58,16 @@ def _padded_batch(vocab, batch=3, enc_len=40, dec_len=23, seed=0):
     return enc, mask, dec
 
 
+def _hf_forward(hf, enc, mask, dec, **kwargs):
+    with torch.no_grad():
+        return hf(
+            input_ids=torch.tensor(enc),
+            attention_mask=torch.tensor(mask),
+            decoder_input_ids=torch.tensor(dec),
+            **kwargs,
+        )
+
+
 @pytest.mark.parametrize("name", sorted(HF_CONFIGS))
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_logits_and_encoder_states_match_hf(name, scan_layers):
@@ -65,12 +75,7 @@ def test_logits_and_encoder_states_match_hf(name, scan_layers):
     cfg = from_hf_config(hf.config.to_dict()).replace(scan_layers=scan_layers)
     params = hf_to_params(_state(hf), cfg)
     enc, mask, dec = _padded_batch(cfg.vocab_size)
-    with torch.no_grad():
-        out = hf(
-            input_ids=torch.tensor(enc),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(dec),
-        )
+    out = _hf_forward(hf, enc, mask, dec)
     model = build_model(cfg)
     variables = {"params": params}
     logits = model.apply(variables, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(mask))
@@ -161,13 +166,8 @@ def test_bimodal_heads_match_torch_reference():
     assert cfg.kind == "bimodal"
     params = hf_to_params(state, cfg)
     enc, mask, dec = _padded_batch(cfg.vocab_size)
+    out = _hf_forward(hf, enc, mask, dec, output_hidden_states=True)
     with torch.no_grad():
-        out = hf(
-            input_ids=torch.tensor(enc),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(dec),
-            output_hidden_states=True,
-        )
         text_vec = torch.nn.functional.normalize(proj(out.encoder_last_hidden_state[:, 0]), dim=-1)
         itm_logits = itm(out.decoder_hidden_states[-1][:, -1])
     model = build_model(cfg)
@@ -192,12 +192,7 @@ def test_bf16_compute_keeps_float32_logits():
     cfg = from_hf_config(hf.config.to_dict()).replace(dtype="bfloat16")
     params = hf_to_params(_state(hf), cfg)
     enc, mask, dec = _padded_batch(cfg.vocab_size)
-    with torch.no_grad():
-        expected = hf(
-            input_ids=torch.tensor(enc),
-            attention_mask=torch.tensor(mask),
-            decoder_input_ids=torch.tensor(dec),
-        ).logits.numpy()
+    expected = _hf_forward(hf, enc, mask, dec).logits.numpy()
     model = build_model(cfg)
     logits = model.apply({"params": params}, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(mask))
     assert logits.dtype == jnp.float32
