@@ -1,4 +1,5 @@
-"""t5x-style command lines: `--gin_file` (repeatable), `--gin.KEY=VALUE`, `--gin_search_paths`.
+"""t5x-style command lines: `--gin_file` (repeatable), `--gin.KEY=VALUE`, `--gin_search_paths`,
+`--seqio_additional_cache_dirs`.
 
 Shared by `codet5p train|eval|infer`. Also initialises multi-host JAX (`jax.distributed`) from
 flags or, with `--distributed`, from the environment (TPU pods, SLURM, GKE set it up).
@@ -35,6 +36,13 @@ def parse_args(argv: list[str], prog: str, description: str) -> argparse.Namespa
         "include each other as 'gin/<dir>/<file>.gin', like t5x)",
     )
     parser.add_argument("--gin_bindings", action="append", default=[], help="KEY=VALUE binding")
+    parser.add_argument(
+        "--seqio_additional_cache_dirs",
+        action="append",
+        default=[],
+        help="directories searched for seqio offline caches (seqio_cache_tasks output; "
+        "comma-separated or repeated), read with --gin.USE_CACHED_TASKS=True",
+    )
     parser.add_argument("--coordinator_address", help="jax.distributed coordinator host:port")
     parser.add_argument("--num_processes", type=int, help="jax.distributed process count")
     parser.add_argument("--process_id", type=int, help="this process's index")
@@ -57,6 +65,19 @@ def parse_args(argv: list[str], prog: str, description: str) -> argparse.Namespa
     if not args.gin_file:
         parser.error("at least one --gin_file is required")
     return args
+
+
+def add_seqio_cache_dirs(args: argparse.Namespace) -> None:
+    """Registers `--seqio_additional_cache_dirs` with seqio; a missing directory is an error."""
+    dirs = [d for item in args.seqio_additional_cache_dirs for d in item.split(",") if d]
+    if not dirs:
+        return
+    import seqio
+
+    for d in dirs:
+        if "://" not in d and not pathlib.Path(d).is_dir():
+            raise UsageError(f"--seqio_additional_cache_dirs: {d!r} is not a directory")
+    seqio.add_global_cache_dirs(dirs)
 
 
 def init_distributed(args: argparse.Namespace) -> None:
@@ -163,6 +184,7 @@ def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ())
         logging.getLogger(noisy).setLevel(logging.WARNING)
     init_distributed(args)
     try:
+        add_seqio_cache_dirs(args)
         parse_gin(args)
         return 0, fn()
     except (UsageError, FileNotFoundError, *expected_errors) as e:

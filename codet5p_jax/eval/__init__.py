@@ -84,7 +84,9 @@ def _predict_fn(model, params, batch_size: int, gen_kwargs: dict):
     return predict
 
 
-def _teacher_forced(model, params, name, lengths, split, batch_size, num_examples) -> dict:
+def _teacher_forced(
+    model, params, name, lengths, split, batch_size, num_examples, use_cached
+) -> dict:
     """Token-weighted loss and accuracy over the split (Seq2SeqObjective without dropout)."""
     from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
     from codet5p_jax.train import data
@@ -99,7 +101,13 @@ def _teacher_forced(model, params, name, lengths, split, batch_size, num_example
     totals = np.zeros(3)  # loss * tokens, accuracy * tokens, tokens
     seen = 0
     batches = data.host_batches(
-        name, lengths, batch_size=batch_size, split=split, shuffle=False, repeat=False
+        name,
+        lengths,
+        batch_size=batch_size,
+        split=split,
+        shuffle=False,
+        repeat=False,
+        use_cached=use_cached,
     )
     for batch in batches:
         m = jax.device_get(
@@ -124,6 +132,7 @@ def evaluate(
     split: str = "validation",
     batch_size: int = 8,
     num_examples: int | None = None,
+    use_cached_tasks: bool = False,
     task_modules: tuple[str, ...] = ("tasks",),
     max_new_tokens: int = 128,
     decode_method: str = "greedy",
@@ -142,6 +151,7 @@ def evaluate(
       split: The split to evaluate.
       batch_size: Examples per decoding batch.
       num_examples: Evaluate only the first N examples (None = all).
+      use_cached_tasks: Read the tasks' seqio offline caches (USE_CACHED_TASKS).
       task_modules: Modules that register the tasks.
       max_new_tokens / decode_method / num_beams: Decoding settings.
       benchmark: A `codet5p_jax.evaluation.benchmarks` name (e.g. "humaneval") instead of a task.
@@ -183,12 +193,15 @@ def evaluate(
 
         data.import_task_modules(task_modules)
         data.get_task(mixture_or_task_name)
+        if use_cached_tasks:
+            data.check_cached(mixture_or_task_name)
         evaluator = seqio.Evaluator(
             mixture_or_task_name,
             feature_converter=seqio.EncDecFeatureConverter(pack=False),
             eval_split=split,
             sequence_length=task_feature_lengths,
             num_examples=num_examples,
+            use_cached=use_cached_tasks,
             log_dir=str(out_dir),
             logger_cls=(seqio.TensorBoardLogger,),
         )
@@ -213,6 +226,7 @@ def evaluate(
                 split,
                 batch_size,
                 num_examples,
+                use_cached_tasks,
             )
         )
     tmp = out_dir / "metrics.json.tmp"

@@ -33,6 +33,7 @@ def infer(
     split: str = "validation",
     batch_size: int = 8,
     num_examples: int | None = None,
+    use_cached_tasks: bool = False,
     task_modules: tuple[str, ...] = ("tasks",),
     max_new_tokens: int = 128,
     decode_method: str = "greedy",
@@ -56,6 +57,8 @@ def infer(
     )
     data.import_task_modules(task_modules)
     task = data.get_task(mixture_or_task_name)
+    if use_cached_tasks:
+        data.check_cached(mixture_or_task_name)
     cfg, params, source = load_for_inference(checkpoint_path)
     log.info("Predicting with %s", source)
     model = build_model(cfg)
@@ -69,6 +72,7 @@ def infer(
         split=split,
         shuffle=False,
         repeat=False,
+        use_cached=use_cached_tasks,
     )
     out = pathlib.Path(output_file)
     out.parent.mkdir(parents=True, exist_ok=True)

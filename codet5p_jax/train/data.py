@@ -44,6 +44,25 @@ def get_task(name: str):
         ) from None
 
 
+def check_cached(name: str) -> None:
+    """Raises ValueError unless every task of `name` has a complete seqio offline cache.
+
+    Caches are written by seqio's `seqio_cache_tasks` (apache-beam) and found in the global
+    cache dirs (`--seqio_additional_cache_dirs`). Checked before any compile, so a missing cache
+    is reported by name instead of as an AssertionError from inside tf.data.
+    """
+    task = get_task(name)
+    missing = [t.name for t in getattr(task, "tasks", [task]) if not t.cache_dir]
+    if missing:
+        dirs = seqio.utils.get_global_cache_dirs() or ["none given"]
+        raise ValueError(
+            f"USE_CACHED_TASKS is set but {', '.join(missing)} has no complete seqio cache "
+            f"(a COMPLETED file) in the cache dirs {', '.join(dirs)}. Build one with "
+            f"`seqio_cache_tasks --tasks={','.join(missing)} --module_import=tasks "
+            "--output_cache_dir=DIR` and pass --seqio_additional_cache_dirs=DIR."
+        )
+
+
 @gin.configurable
 def make_feature_converter(
     feature_converter_cls=seqio.EncDecFeatureConverter, pack: bool = False

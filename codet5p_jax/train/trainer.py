@@ -144,6 +144,7 @@ def train(
     seed: int = 0,
     data_seed: int | None = None,
     num_data_shards: int | None = None,
+    use_cached_tasks: bool = False,
     task_modules: tuple[str, ...] = ("tasks",),
     num_microbatches: int = 1,
     save_every: int = 1000,
@@ -171,6 +172,8 @@ def train(
       seed: Seed of parameter init and dropout.
       data_seed: Shuffle seed of the data (default `seed`).
       num_data_shards: SeqIO shards per global batch (default: process count).
+      use_cached_tasks: Read the tasks' seqio offline caches (USE_CACHED_TASKS), written by
+        `seqio_cache_tasks` into a dir given with `--seqio_additional_cache_dirs`.
       task_modules: Modules imported to register SeqIO tasks.
       num_microbatches: Gradient accumulation factor.
       save_every: Checkpoint interval in steps (a final checkpoint is always written).
@@ -210,6 +213,8 @@ def train(
         )
     data.import_task_modules(task_modules)
     data.get_task(mixture_or_task_name)  # fail fast on an unknown task, before any compile
+    if use_cached_tasks:
+        data.check_cached(mixture_or_task_name)
 
     # -- 2. model, objective, optimizer, abstract state --
     model = build_model(cfg)
@@ -232,12 +237,14 @@ def train(
         "batch_size": batch_size,
         "task": mixture_or_task_name,
         "feature_lengths": dict(task_feature_lengths),
+        "use_cached_tasks": use_cached_tasks,  # a cache holds the examples in another order
     }
     latest = ckpt.latest_step()
     if latest is not None:
         state, meta = ckpt.restore(latest, abstract, cfg)
         state = state.replace(step=jax.device_put(state.step, shardings.step))
-        saved_data = {k: meta.get("data", {}).get(k) for k in data_meta}
+        saved = {"use_cached_tasks": False, **meta.get("data", {})}  # older runs lack the key
+        saved_data = {k: saved.get(k) for k in data_meta}
         if saved_data != data_meta:
             raise checkpointing.CheckpointError(
                 f"Cannot resume {model_dir} exactly: its data settings {saved_data} differ from "
@@ -279,6 +286,7 @@ def train(
         seed=data_seed,
         num_data_shards=num_data_shards,
         start_batch=start,
+        use_cached=use_cached_tasks,
     )
     preemption = _Preemption()
     logger = None
