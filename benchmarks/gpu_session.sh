@@ -20,9 +20,11 @@ TGT=${TGT:-256}
 NEW_TOKENS=${NEW_TOKENS:-128}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-5}
+ANCHOR=${ANCHOR:-1}
+OURS_LIMIT_S=${OURS_LIMIT_S:-240}  # per model: init + 2 compiles (about 40 s each on an H200)
 PARITY=${PARITY:-1}
-PARITY_AFTER_S=${PARITY_AFTER_S:-330}  # skip the parity tests when the session is already late
-RETRY_AFTER_S=${RETRY_AFTER_S:-380}  # ... and their full-precision rerun
+PARITY_AFTER_S=${PARITY_AFTER_S:-400}  # skip the parity tests when the session is already late
+RETRY_AFTER_S=${RETRY_AFTER_S:-450}  # ... and their full-precision rerun
 mkdir -p "$OUT"
 LOG=$OUT/gpu_log.txt
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 TOKENIZERS_PARALLELISM=false
@@ -55,8 +57,15 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
       'optax', optax.__version__, 'torch', torch.__version__, 'transformers',
       transformers.__version__, 'gin-config', m.version('gin-config'), jax.devices())"
   # Sequential processes: torch's caching allocator and JAX's pool never share the GPU.
-  step 200 "$PY" device/hf_torch_anchor.py "${shapes[@]}"
-  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 step 260 "$PY" benchmarks/gpu_anchor.py "${shapes[@]}"
+  if [ "$ANCHOR" = 1 ]; then
+    step 200 "$PY" device/hf_torch_anchor.py "${shapes[@]}"
+  fi
+  # One process per model: a slow compile or a failure costs only that model's lines, and
+  # peak_mem_gib (the JAX allocator's process-wide peak) is that model's own.
+  for model in ${MODELS//,/ }; do
+    XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 step "$OURS_LIMIT_S" \
+      "$PY" benchmarks/gpu_anchor.py "${shapes[@]}" --models "$model"
+  done
   if [ "$PARITY" = 1 ] && [ "$SECONDS" -lt "$PARITY_AFTER_S" ]; then
     # JAX on the GPU, torch reference on the CPU; default matmul precision first (TF32 may
     # apply to float32 dots), then, only if that fails, full float32 precision.
