@@ -19,6 +19,7 @@ run the smaller model first, as the default order does.
 """
 
 import argparse
+import functools
 import json
 import time
 
@@ -78,17 +79,24 @@ def peak_mem_gib() -> float | None:
     return None if peak is None else round(peak / 2**30, 2)
 
 
-def init_params(cfg: T5Config, seed: int = 0):
-    """Unboxed random params from the model's own initializers, moved to the default device.
+@functools.cache
+def host_params(name: str, seed: int = 0):
+    """Unboxed float32 random params of `name` (the model's own initializers), on the host CPU.
 
-    The init runs jitted on the host CPU: on an H200 (jax 0.11.2) compiling the same init for
-    the GPU took over 85 s for codet5p-220m, longer than the whole train step's compile.
+    Jitted on the CPU, once per model for both measurements: on an H200 (jax 0.11.2) compiling
+    this init for the GPU took over 85 s for codet5p-220m, longer than the train step's compile.
     """
+    cfg = model_config(name).replace(param_dtype="float32")
     model = build_model(cfg)
     init = jax.jit(lambda key: nn.meta.unbox(model.init(key, *init_args(cfg))["params"]))
     with jax.default_device(jax.devices("cpu")[0]):
-        params = init(jax.random.key(seed))
-    return model, jax.device_put(params, jax.devices()[0])
+        return init(jax.random.key(seed))
+
+
+def device_params(name: str, dtype: str):
+    """A copy of `host_params(name)` in `dtype` on the default device (train donates it)."""
+    cast = jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), host_params(name))
+    return jax.device_put(cast, jax.devices()[0])
 
 
 def random_ids(rng, cfg: T5Config, shape) -> np.ndarray:
@@ -97,7 +105,7 @@ def random_ids(rng, cfg: T5Config, shape) -> np.ndarray:
 
 def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
     cfg = model_config(name).replace(dtype="bfloat16", param_dtype="float32", remat_policy=remat)
-    model, params = init_params(cfg)
+    model, params = build_model(cfg), device_params(name, cfg.param_dtype)
     objective = Seq2SeqObjective(model)
     tx = make_optimizer(
         params, name="adamw", learning_rate=1e-4, weight_decay=0.01, clip_grad_norm=None
@@ -158,7 +166,7 @@ def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
 def bench_generate(name, batch, src, new_tokens, repeats) -> dict:
     # eos_token_id=None: no row stops early, so every call produces exactly `new_tokens`.
     cfg = model_config(name).replace(dtype="bfloat16", param_dtype="bfloat16", eos_token_id=None)
-    model, params = init_params(cfg)
+    model, params = build_model(cfg), device_params(name, cfg.param_dtype)
     ids = random_ids(np.random.default_rng(0), cfg, (batch, src))
     mask = np.ones_like(ids)
 
