@@ -22,6 +22,7 @@ def dot_product_attention(
     dropout_rate: float = 0.0,
     deterministic: bool = True,
     dtype=jnp.float32,
+    precision=None,
 ):
     """Softmax attention without the 1/sqrt(H) scale (T5 folds it into the query init).
 
@@ -38,12 +39,15 @@ def dot_product_attention(
       dropout_rate: Dropout on the attention probabilities (HF T5 applies it there).
       deterministic: Disables dropout.
       dtype: dtype of the probabilities fed to the value product.
+      precision: `lax.Precision` of both products (`T5Config.matmul_precision`).
 
     Returns:
       `[B, L, N, H]`.
     """
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
-    scores = jnp.einsum("blnh,bsnh->bnls", query, key, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(
+        "blnh,bsnh->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
+    )
     if bias is not None:
         scores = scores + bias.astype(jnp.float32)
     if mask is not None:
@@ -52,7 +56,7 @@ def dot_product_attention(
     if not deterministic and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    return jnp.einsum("bnls,bsnh->blnh", weights.astype(dtype), value)
+    return jnp.einsum("bnls,bsnh->blnh", weights.astype(dtype), value, precision=precision)
 
 
 class Projection(nn.Module):
@@ -78,8 +82,9 @@ class Projection(nn.Module):
         kernel = kernel.astype(cfg.compute_dtype)
         x = x.astype(cfg.compute_dtype)
         if self.axes[0] == "embed":
-            return jnp.einsum("bld,dnh->blnh", x, kernel)  # [B, L, D] -> [B, L, N, H]
-        return jnp.einsum("blnh,nhd->bld", x, kernel)  # [B, L, N, H] -> [B, L, D]
+            # [B, L, D] -> [B, L, N, H]
+            return jnp.einsum("bld,dnh->blnh", x, kernel, precision=cfg.matmul_precision)
+        return jnp.einsum("blnh,nhd->bld", x, kernel, precision=cfg.matmul_precision)
 
 
 class MultiHeadAttention(nn.Module):
@@ -145,6 +150,7 @@ class MultiHeadAttention(nn.Module):
             dropout_rate=cfg.dropout_rate,
             deterministic=deterministic,
             dtype=cfg.compute_dtype,
+            precision=cfg.matmul_precision,
         )
         return out_proj(out)
 

@@ -27,4 +27,9 @@ class Embed(nn.Module):
 
     def attend(self, x):
         """[B, L, D] -> [B, L, V] logits, in float32 (a float32 island: softmax over 32k ids)."""
-        return jnp.einsum("bld,vd->blv", x.astype(jnp.float32), self.embedding.astype(jnp.float32))
+        return jnp.einsum(
+            "bld,vd->blv",
+            x.astype(jnp.float32),
+            self.embedding.astype(jnp.float32),
+            precision=self.config.matmul_precision,
+        )

@@ -18,6 +18,7 @@ class T5Mlp(nn.Module):
             use_bias=False,
             dtype=cfg.compute_dtype,
             param_dtype=cfg.params_dtype,
+            precision=cfg.matmul_precision,
             kernel_init=nn.with_logical_partitioning(nn.initializers.normal(std), axes),
             name=name,
         )

@@ -176,6 +176,7 @@ def dense_head(cfg: T5Config, features: int, name: str) -> nn.Dense:
         features,
         dtype=jnp.float32,
         param_dtype=cfg.params_dtype,
+        precision=cfg.matmul_precision,
         kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), ("embed", None)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
         name=name,

@@ -72,8 +72,12 @@ def contrastive_targets(positives, valid, momentum_logits=None, alpha: float = 0
 
 def similarity_logits(queries, candidates, temperature, valid=None):
     """[B, E] x [K, E] -> [B, K] float32 `q . c / temperature`, invalid columns masked."""
+    # Full float32 even on GPUs (TF32 by default): B x queue x E is small next to the model.
     logits = jnp.einsum(
-        "be,ke->bk", queries.astype(jnp.float32), candidates.astype(jnp.float32)
+        "be,ke->bk",
+        queries.astype(jnp.float32),
+        candidates.astype(jnp.float32),
+        precision=jax.lax.Precision.HIGHEST,
     ) / jnp.asarray(temperature, jnp.float32)
     if valid is not None:
         logits = jnp.where(valid[None, :], logits, _MASKED)
