@@ -2,8 +2,9 @@
 
 Why: XLA runs float32 dots on GPUs as TF32 unless told otherwise. On an H200, 8 of the fp32
 parity tests of test_encdec_parity.py failed at 1e-4 without this (logits up to 4.3e-3 off HF,
-embedding vectors 3.6e-4), while PyTorch keeps matmuls in float32. CPUs always compute float32 exactly, so this file checks the
-request itself: the `precision` of each `dot_general` in the traced forward and backward passes.
+embedding vectors 3.6e-4), while PyTorch keeps matmuls in float32. CPUs always compute float32
+exactly, so this file checks the request itself: the `precision` of each `dot_general` in the
+traced forward and backward passes.
 """
 
 import dataclasses
