@@ -11,6 +11,8 @@ import jax
 import numpy as np
 import optax
 import pytest
+import torch
+import transformers
 
 from codet5p_jax.config import get_preset
 from codet5p_jax.convert import formats
@@ -18,9 +20,6 @@ from codet5p_jax.convert.embedding_export import embedding_from_bimodal
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.models import build_model, init_params
 from codet5p_jax.objectives.bimodal import BimodalObjective, strip_objective_params
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 
 def _stage2_params(model, cfg, steps: int = 2):
