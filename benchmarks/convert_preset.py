@@ -50,11 +50,11 @@ def _write_source(preset: str, path: pathlib.Path) -> None:
 
 
 def _timed_convert(src, dst, *extra) -> tuple[float, float, float]:
-    """(wall s, CPU s, peak RSS GiB) of one `python -m codet5p_jax.convert` process."""
+    """(wall s, CPU s, peak RSS GiB) of one `python -m codet5p_jax.cli convert` process."""
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(
-        [sys.executable, "-m", "codet5p_jax.convert", str(src), str(dst), *extra], check=True
+        [sys.executable, "-m", "codet5p_jax.cli", "convert", str(src), str(dst), *extra], check=True
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)

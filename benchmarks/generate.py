@@ -31,7 +31,7 @@ import transformers  # noqa: E402
 
 from codet5p_jax.config import get_preset, to_hf_config  # noqa: E402
 from codet5p_jax.convert.hf_t5 import hf_to_params  # noqa: E402
-from codet5p_jax.generation import generate  # noqa: E402
+from codet5p_jax.decoding.generate import generate  # noqa: E402
 from codet5p_jax.models import build_model  # noqa: E402
 
 SMALL = dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codet5p_jax.config import T5Config, get_preset
-from codet5p_jax.generation import generate
+from codet5p_jax.decoding.generate import generate
 from codet5p_jax.models import build_model, init_args
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import step as step_lib

@@ -4,7 +4,7 @@ Layout of a run directory (`MODEL_DIR`)::
 
     MODEL_DIR/
       config.gin                  operative gin config of the (last) run
-      metrics.jsonl, events.*     metrics (see metrics_writer.py)
+      metrics.jsonl, events.*     metrics (see train/metrics.py)
       checkpoints/
         <step>/                   one orbax CheckpointManager step, written atomically
           params/                 orbax PyTree (StandardSave) of the parameter tree: plain arrays

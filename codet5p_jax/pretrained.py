@@ -19,7 +19,7 @@ import numpy as np
 
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import formats
-from codet5p_jax.generation import GenerateOutput, generate
+from codet5p_jax.decoding.generate import GenerateOutput, generate
 from codet5p_jax.models import build_model
 
 
@@ -84,7 +84,7 @@ class Pretrained:
         return self.apply("embed", jnp.asarray(input_ids), _mask(attention_mask))
 
     def generate(self, input_ids, attention_mask=None, **options) -> GenerateOutput:
-        """Greedy / beam / sampled continuations; options as `codet5p_jax.generation.generate`."""
+        """Greedy / beam / sampled continuations; options as `codet5p_jax.decoding.generate`."""
         return generate(self.model, self.params, input_ids, attention_mask, **options)
 
     def save_pretrained(self, path, format: str = "hf") -> None:  # noqa: A002 (HF's name)

@@ -35,6 +35,6 @@ rm -rf "$OUT/stage2_hf"
 $PY -m codet5p_jax.convert "$OUT/stage2" "$OUT/stage2_hf" --to hf
 
 echo "== summary"
-$PY -m codet5p_jax.metrics_writer "$OUT/stage1" "$OUT/stage2"
+.venv/bin/codet5p metrics "$OUT/stage1" "$OUT/stage2"
 echo "  HF model: $OUT/stage2_hf ($(ls "$OUT/stage2_hf" | tr '\n' ' '))"
 echo "  wall time: $(( $(date +%s) - start )) s"

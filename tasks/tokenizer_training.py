@@ -16,7 +16,6 @@ Usage:
 PATH is a source tree (files in the nine CodeT5+ languages) or a JSONL file with `code`.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -116,7 +115,7 @@ def default_stdlib_tokenizer_dir(vocab_size: int = DEFAULT_VOCAB_SIZE) -> pathli
     return out
 
 
-def _texts_from_paths(paths: list[str], max_files: int | None) -> Iterator[str]:
+def texts_from_paths(paths: list[str], max_files: int | None) -> Iterator[str]:
     counts: Counter = Counter()
     for p in paths:
         path = pathlib.Path(p)
@@ -128,31 +127,3 @@ def _texts_from_paths(paths: list[str], max_files: int | None) -> Iterator[str]:
             yield rec["code"]
     if counts:
         logging.warning("tokenizer training input: skipped %s", dict(counts))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `codet5p train-tokenizer`."""
-    parser = argparse.ArgumentParser(
-        prog="codet5p train-tokenizer", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("paths", nargs="*", help="source trees or JSONL files with `code`")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--stdlib", action="store_true", help="train on the bundled stdlib corpus")
-    parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
-    parser.add_argument("--min-frequency", type=int, default=DEFAULT_MIN_FREQUENCY)
-    parser.add_argument("--max-files", type=int, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.stdlib == bool(args.paths):
-        parser.error("give either PATH... or --stdlib")
-    if args.stdlib:
-        texts = iter_corpus_texts(CorpusSpec("stdlib", "stdlib", max_files=args.max_files))
-    else:
-        texts = _texts_from_paths(args.paths, args.max_files)
-    try:
-        out = train_bpe(texts, args.out, args.vocab_size, args.min_frequency)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"codet5p train-tokenizer: {e}")
-        return 1
-    print(json.loads((out / "training.json").read_text()))
-    return 0

@@ -10,7 +10,6 @@ matching head and training-only leaves (the stage-2 learned temperature).
 """
 
 import pathlib
-import sys
 
 from codet5p_jax import checkpointing
 from codet5p_jax.config import T5Config
@@ -58,17 +57,3 @@ def export_embedding(src, dst, fmt: str = "hf", tokenizer_dir=None) -> T5Config:
     emb_cfg, params = embedding_from_bimodal(cfg, params)
     formats.save_checkpoint(dst, emb_cfg, params, fmt, tokenizer_dir)
     return emb_cfg
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (2, 3):
-        print("usage: python -m codet5p_jax.convert.embedding_export SRC DST [hf|orbax]")
-        return 2
-    cfg = export_embedding(*argv)
-    print(f"wrote {cfg.name} ({cfg.kind}, embed_dim={cfg.embed_dim}) to {argv[1]}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

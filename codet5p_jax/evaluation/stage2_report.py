@@ -10,11 +10,6 @@ scored text->code by cosine similarity of first-token embeddings (text 64 / code
 the CodeT5+ retrieval scripts' settings); MRR and R@k are ×100.
 """
 
-import argparse
-import json
-import pathlib
-import sys
-
 import flax.linen as nn
 import jax
 
@@ -58,23 +53,3 @@ def report(stage1_dir, stage2_dir, data: str = "stdlib:validation", encode=None,
     out["num_pairs"] = len(pairs)
     out["random_mrr"] = retrieval.random_baseline_mrr(len(pairs))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="codet5p_jax.evaluation.stage2_report", description=__doc__)
-    p.add_argument("--stage1", required=True, help="stage-1 MODEL_DIR (INITIAL_CHECKPOINT_PATH)")
-    p.add_argument("--stage2", required=True, help="stage-2 MODEL_DIR")
-    p.add_argument("--data", default="stdlib:validation")
-    p.add_argument("--seed", type=int, default=0, help="train.seed of the stage-2 run")
-    p.add_argument("--out", default=None, help="also write the JSON here")
-    args = p.parse_args(argv)
-    result = report(args.stage1, args.stage2, args.data, seed=args.seed)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        pathlib.Path(args.out).write_text(text + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,11 +25,12 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import checkpointing, metrics_writer, partitioning
+from codet5p_jax import checkpointing, partitioning
 from codet5p_jax.config import T5Config, get_preset
 from codet5p_jax.models import build_model, init_args
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, initial_checkpoint, optimizers
+from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
 from codet5p_jax.train.state import TrainState
 
@@ -332,7 +333,7 @@ def train(
     if jax.process_index() == 0:
         (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
         if plot and not preempted:
-            metrics_writer.plot_loss_curve(model_dir)
+            metrics_lib.plot_loss_curve(model_dir)
     return {
         "step": step,
         "final_metrics": history[-1] if history else {},
@@ -361,7 +362,7 @@ def _make_logger(model_dir, compiled, batch, train_steps, start, peak_flops):
         flops = float(cost.get("flops", 0.0)) or None
     except Exception:  # cost analysis is optional on some backends
         flops = None
-    return metrics_writer.MetricsLogger(
+    return metrics_lib.MetricsLogger(
         model_dir,
         total_steps=train_steps,
         tokens_per_step=tokens,

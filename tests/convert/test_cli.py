@@ -13,8 +13,8 @@ import torch
 from tiny_checkpoints import build_reference, write_hf_dir
 
 from codet5p_jax import cli as top_cli
+from codet5p_jax.cli.convert import main
 from codet5p_jax.convert import hf_io, orbax_io
-from codet5p_jax.convert.cli import main
 
 # After a failed read of corrupt orbax data, orbax's background event loop reports futures it
 # could no longer deliver ("Event loop is closed"), at some later point of this module; that
@@ -209,7 +209,14 @@ def test_failure_while_writing_leaves_nothing(good_hf, tmp_path, capsys, monkeyp
 
 def test_python_dash_m_entry_point(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "codet5p_jax.convert", str(tmp_path / "nope"), str(tmp_path / "d")]
+        [
+            sys.executable,
+            "-m",
+            "codet5p_jax.cli",
+            "convert",
+            str(tmp_path / "nope"),
+            str(tmp_path / "d"),
+        ]
         + ["--to", "hf"],
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import torch
 import transformers
 from tiny_checkpoints import SMALL, build_reference, write_hf_dir
 
-from codet5p_jax.convert.cli import main
+from codet5p_jax.cli.convert import main
 from codet5p_jax.pretrained import from_pretrained
 
 TOL = 1e-4  # whole-model parity tolerance (CONTRIBUTING)

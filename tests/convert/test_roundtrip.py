@@ -10,9 +10,9 @@ import torch
 from tiny_checkpoints import TOKENIZER_FILES, build_reference, write_hf_dir
 
 from codet5p_jax import checkpointing
+from codet5p_jax.cli.convert import convert
 from codet5p_jax.config import PRESETS
 from codet5p_jax.convert import formats, hf_io, orbax_io
-from codet5p_jax.convert.cli import convert
 from codet5p_jax.convert.hf_t5 import TIED_KEYS
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.models import init_params

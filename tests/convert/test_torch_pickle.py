@@ -109,7 +109,7 @@ def test_conversion_runs_without_torch(tmp_path):
     assert (src / "pytorch_model.bin").is_file()
     script = (
         "import sys; sys.modules['torch'] = None\n"
-        "from codet5p_jax.convert.cli import main\n"
+        "from codet5p_jax.cli.convert import main\n"
         f"assert main([{str(src)!r}, {str(tmp_path / 'o')!r}, '--to', 'orbax']) == 0\n"
         f"assert main([{str(tmp_path / 'o')!r}, {str(tmp_path / 'h')!r}, '--to', 'hf']) == 0\n"
         "assert 'torch' not in {m.split('.')[0] for m, v in sys.modules.items() if v}\n"

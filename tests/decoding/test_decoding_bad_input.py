@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from codet5p_jax.config import get_preset
-from codet5p_jax.generation import generate
+from codet5p_jax.decoding.generate import generate
 from codet5p_jax.models import build_model, init_params
 
 IDS = np.array([[5, 6, 7, 8], [9, 10, 0, 0]])

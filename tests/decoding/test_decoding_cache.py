@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from codet5p_jax import generation
 from codet5p_jax.config import get_preset
+from codet5p_jax.decoding import generate as generation
 from codet5p_jax.models import build_model, init_params
 
 

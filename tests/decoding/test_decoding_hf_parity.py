@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import hf_generate, padded_prompts
 
-from codet5p_jax.generation import generate
+from codet5p_jax.decoding.generate import generate
 
 
 def hf_lengths(ref: np.ndarray, eos_id: int) -> np.ndarray:

@@ -12,8 +12,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from codet5p_jax.decoding import process_logits, temperature_sample
-from codet5p_jax.generation import generate
+from codet5p_jax.decoding.generate import generate
+from codet5p_jax.decoding.sampling import process_logits, temperature_sample
 
 
 @pytest.mark.parametrize(

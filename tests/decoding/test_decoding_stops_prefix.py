@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import hf_generate, padded_prompts
 
-from codet5p_jax.decoding import stop_sequence_table
-from codet5p_jax.generation import generate
+from codet5p_jax.decoding.generate import generate
+from codet5p_jax.decoding.sampling import stop_sequence_table
 
 
 def first_stop(tokens, seq):

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from codet5p_jax import cli
-from codet5p_jax.evaluation import eval_samples, humaneval
+from codet5p_jax.cli import eval_samples
+from codet5p_jax.evaluation import humaneval
 from codet5p_jax.evaluation.results_io import read_jsonl
 
 PROBLEMS = humaneval.load_problems()

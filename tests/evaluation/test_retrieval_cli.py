@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from codet5p_jax import checkpointing
+from codet5p_jax.cli import retrieval as retrieval_cli
 from codet5p_jax.config import get_preset
 from codet5p_jax.convert.embedding_export import export_embedding
 from codet5p_jax.evaluation import retrieval
@@ -36,7 +37,7 @@ def test_cli_on_model_dir_matches_library_and_reports_skipped_k(
     ]
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
-    rc = retrieval.main(
+    rc = retrieval_cli.main(
         ["--model", str(path), "--data", str(data), "--tokenizer", str(codet5_tokenizer_dir),
          "--text-length", "16", "--code-length", "24", "--rerank-top-k", "3"]
     )  # fmt: skip
@@ -58,7 +59,7 @@ def test_cli_bad_data_exits_2(model_dir, tmp_path, capsys):
     path, _, _ = model_dir
     data = tmp_path / "empty_side.jsonl"
     data.write_text(json.dumps({"text": "", "code": "x"}) + "\n")
-    assert retrieval.main(["--model", str(path), "--data", str(data)]) == 2
+    assert retrieval_cli.main(["--model", str(path), "--data", str(data)]) == 2
     assert "empty text" in capsys.readouterr().err
 
 

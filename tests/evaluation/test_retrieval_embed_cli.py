@@ -7,9 +7,10 @@ import jax
 import numpy as np
 import pytest
 
+from codet5p_jax.cli import embed as embed_cli
 from codet5p_jax.config import get_preset
 from codet5p_jax.convert import formats
-from codet5p_jax.evaluation import embed_cli, retrieval
+from codet5p_jax.evaluation import retrieval
 from codet5p_jax.models import build_model, init_params
 
 

@@ -14,8 +14,8 @@ import pathlib
 
 import pytest
 
+from codet5p_jax.cli.train import main as train_main
 from codet5p_jax.evaluation import stage2_report
-from codet5p_jax.train import main as train_main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 STAGE1_STEPS = 60  # a short tiny_stage1 run: stage 2 only needs a trained starting point

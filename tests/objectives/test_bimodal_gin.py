@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 import gin
-from codet5p_jax import gin_cli
+from codet5p_jax.cli import gin_flags
 from codet5p_jax.models import build_model
 
 REQUIRED = {
@@ -25,7 +25,7 @@ REQUIRED = {
 def parse():
     def _parse(gin_file, bindings):
         args = argparse.Namespace(gin_file=[gin_file], gin_bindings=bindings, gin_search_paths="")
-        gin_cli.parse_gin(args)
+        gin_flags.parse_gin(args)
 
     yield _parse
     gin.clear_config()

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from codet5p_jax import cli
+from codet5p_jax.cli import train_tokenizer
 from tasks import tokenizer_training, vocabularies
 
 
@@ -31,7 +32,7 @@ def test_train_tokenizer_command(source_tree, tmp_path, capsys):
     text = (source_tree / "a.py").read_text()
     assert vocab.decode(vocab.encode(text)) == text
     with pytest.raises(SystemExit):
-        tokenizer_training.main(["--out", str(tmp_path / "x")])  # neither PATH nor --stdlib
+        train_tokenizer.main(["--out", str(tmp_path / "x")])  # neither PATH nor --stdlib
     with pytest.raises(ValueError, match="vocab_size"):
         tokenizer_training.train_bpe(["x"], tmp_path / "y", vocab_size=10)
 

@@ -158,7 +158,7 @@ def test_mixtures_from_cache_at_default_lengths(cache_dir):
 
 
 def _train(model_dir, *extra) -> int:
-    from codet5p_jax.train.main import main
+    from codet5p_jax.cli.train import main
 
     return main(
         [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gin
-from codet5p_jax import gin_cli
+from codet5p_jax.cli import gin_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 GIN_FILES = sorted(
@@ -39,9 +39,9 @@ def test_every_preset_has_a_model_gin():
 
 @pytest.mark.parametrize("path", GIN_FILES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_gin_file_parses(path):
-    args = gin_cli.parse_args([f"--gin_file={path}"], "test", "")
+    args = gin_flags.parse_args([f"--gin_file={path}"], "test", "")
     try:
-        gin_cli.parse_gin(args)  # imports, includes and every @reference must resolve
+        gin_flags.parse_gin(args)  # imports, includes and every @reference must resolve
     finally:
         gin.clear_config()
 
@@ -68,8 +68,8 @@ def test_real_size_experiment_shards_shape_first(name):
     from codet5p_jax.models import build_model, init_args
     from codet5p_jax.train import trainer
 
-    args = gin_cli.parse_args([f"--gin_file=gin/experiments/{name}"], "test", "")
-    gin_cli.parse_gin(args)
+    args = gin_flags.parse_args([f"--gin_file=gin/experiments/{name}"], "test", "")
+    gin_flags.parse_gin(args)
     try:
         cfg = trainer.configured_get_preset()
         rules = partitioning.get_axis_rules(gin.query_parameter("train.axis_rules"))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from codet5p_jax import metrics_writer
+from codet5p_jax.train import metrics as metrics_writer
 
 
 def test_average_window_weights_groups_by_tokens():

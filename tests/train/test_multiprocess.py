@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from codet5p_jax.train.main import main
+from codet5p_jax.cli.train import main
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -34,7 +34,8 @@ def _two_processes(model_dir, steps: int):
         cmd = [
             sys.executable,
             "-m",
-            "codet5p_jax.train",
+            "codet5p_jax.cli",
+            "train",
             f"--gin_file={HERE / 'toy_run.gin'}",
             f"--gin.MODEL_DIR='{model_dir}'",
             f"--gin.TRAIN_STEPS={steps}",

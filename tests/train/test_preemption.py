@@ -1,5 +1,5 @@
 """Killed runs: SIGKILL at a random step resumes from the last checkpoint; SIGTERM saves the
-current step and exits cleanly. Real `python -m codet5p_jax.train` subprocesses."""
+current step and exits cleanly. Real `python -m codet5p_jax.cli train` subprocesses."""
 
 import json
 import os
@@ -21,7 +21,8 @@ def _command(model_dir, *extra):
     return [
         sys.executable,
         "-m",
-        "codet5p_jax.train",
+        "codet5p_jax.cli",
+        "train",
         f"--gin_file={HERE / 'toy_run.gin'}",
         f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.TRAIN_STEPS={STEPS}",

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from codet5p_jax.train.main import main
+from codet5p_jax.cli.train import main
 
 
 def test_tiny_stage1_loss_decreases(tmp_path):

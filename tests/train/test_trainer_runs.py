@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from codet5p_jax import checkpointing
-from codet5p_jax.train.main import main
+from codet5p_jax.cli.train import main
 
 DROPOUT = "--gin.get_preset.dropout_rate=0.1"
 
@@ -42,12 +42,12 @@ def test_exact_resume_is_bitwise(full_run, toy_gin, tmp_path, capsys):
 
     model_dir = tmp_path / "resumed"
     import gin
-    from codet5p_jax import gin_cli
+    from codet5p_jax.cli import gin_flags
 
-    args = gin_cli.parse_args(
+    args = gin_flags.parse_args(
         [f"--gin_file={toy_gin}", f"--gin.MODEL_DIR='{model_dir}'", DROPOUT], "t", ""
     )
-    gin_cli.parse_gin(args)
+    gin_flags.parse_gin(args)
     try:
         first = trainer.train(stop_after=3)
     finally:
@@ -182,8 +182,8 @@ def test_nan_loss_names_the_step(toy_gin, tmp_path, capsys):
 def test_infer_and_eval_agree(full_run, tmp_path):
     """`codet5p infer` rows and `codet5p eval`'s seqio exact-match come from two code paths
     (JSONL writer vs seqio.Evaluator); they must agree on the same greedy predictions."""
-    from codet5p_jax.eval import main as eval_main
-    from codet5p_jax.infer import main as infer_main
+    from codet5p_jax.cli.eval import main as eval_main
+    from codet5p_jax.cli.infer import main as infer_main
 
     common = [
         f"--gin.CHECKPOINT_PATH='{full_run}'",
@@ -231,8 +231,9 @@ def test_make_generate_fn_decodes_generate_output(full_run):
     """Benchmark glue: prompts -> vocabulary ids -> generate -> detokenised strings."""
     import jax
 
-    from codet5p_jax import checkpointing, generation
-    from codet5p_jax.eval import make_generate_fn
+    from codet5p_jax import checkpointing
+    from codet5p_jax.decoding import generate as generation
+    from codet5p_jax.evaluation.task_eval import make_generate_fn
     from codet5p_jax.models import build_model
 
     class Chars:
@@ -252,7 +253,7 @@ def test_make_generate_fn_decodes_generate_output(full_run):
     assert len(out) == 2 and all(len(row) == 1 for row in out)
     prompts = np.array([Chars().encode("abc") + [0, 0], Chars().encode("hello")], np.int32)
     ref = generation.generate(model, params, prompts, max_new_tokens=5)
-    from codet5p_jax.eval import _trim
+    from codet5p_jax.evaluation.task_eval import _trim
 
     assert out[0][0] == Chars().decode(_trim(ref.tokens[0, 0], cfg.eos_token_id))
     assert out[1][0] == Chars().decode(_trim(ref.tokens[1, 0], cfg.eos_token_id))
@@ -267,8 +268,8 @@ def test_initial_checkpoint_adds_new_heads(full_run, tmp_path, caplog, source):
     import jax
 
     from codet5p_jax import partitioning
+    from codet5p_jax.cli.convert import convert
     from codet5p_jax.config import get_preset
-    from codet5p_jax.convert.cli import convert
     from codet5p_jax.models import build_model, init_args
     from codet5p_jax.train import initial_checkpoint
 

@@ -17,9 +17,7 @@ import jax
 import numpy as np
 
 import gin
-from codet5p_jax import gin_cli
 
-PROG = "codet5p infer"
 log = logging.getLogger(__name__)
 
 
@@ -42,9 +40,9 @@ def infer(
     seed: int = 0,
 ) -> int:
     """Writes predictions for `split` of a task; returns the number of examples written."""
-    from codet5p_jax import generation
     from codet5p_jax.checkpoint_loading import load_for_inference
-    from codet5p_jax.eval import _trim
+    from codet5p_jax.decoding import generate as generation
+    from codet5p_jax.evaluation.task_eval import _trim
     from codet5p_jax.models import build_model
     from codet5p_jax.train import data
     from codet5p_jax.train.trainer import check_required
@@ -108,14 +106,3 @@ def infer(
                 break
     tmp.replace(out)
     return count
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`codet5p infer` entry point."""
-    status, n = gin_cli.run_mode(
-        argv, PROG, "Write a checkpoint's predictions for a task as JSONL.", infer
-    )
-    if status:
-        return status
-    print(f"{PROG}: wrote {n} predictions")
-    return 0

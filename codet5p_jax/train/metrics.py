@@ -280,19 +280,3 @@ def summarize(model_dir: str | pathlib.Path) -> str:
     if plot.is_file():
         lines.append(f"  plot: {plot}")
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m codet5p_jax.metrics_writer MODEL_DIR...`: print run summaries (re-plots)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: python -m codet5p_jax.metrics_writer MODEL_DIR [MODEL_DIR...]")
-        return 2
-    for model_dir in argv:
-        plot_loss_curve(model_dir)
-        print(summarize(model_dir))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

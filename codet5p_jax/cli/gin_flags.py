@@ -16,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import gin
 
-REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
+REPO_DIR = pathlib.Path(__file__).resolve().parents[2]
 REPO_GIN_DIR = REPO_DIR / "gin"
 
 

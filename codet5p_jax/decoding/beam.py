@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from codet5p_jax.decoding import (
+from codet5p_jax.decoding.sampling import (
     TokensToLogits,
     forced_tokens,
     hits_stop,

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codet5p_jax.beam_search import beam_search
-from codet5p_jax.decoding import stop_sequence_table, temperature_sample
+from codet5p_jax.decoding.beam import beam_search
+from codet5p_jax.decoding.sampling import stop_sequence_table, temperature_sample
 
 METHODS = ("greedy", "beam", "sample")
 # Cache entries of the decoder stack itself (not per row): the write position and the key

@@ -4,7 +4,7 @@
         --gin.MIXTURE_OR_TASK_NAME="'codet5p_summarize_stdlib'" \
         --gin.TASK_FEATURE_LENGTHS="{'inputs': 256, 'targets': 128}"
 
-With a task, every example of its split is decoded (`codet5p_jax.generation.generate`) and the
+With a task, every example of its split is decoded (`codet5p_jax.decoding.generate`) and the
 task's own seqio metric functions score the detokenised predictions (t5x `eval.py` behaviour);
 the teacher-forced loss / token accuracy are reported beside them. With `BENCHMARK` bound,
 `codet5p_jax.evaluation.benchmarks.run_benchmark` drives the model through `make_generate_fn`.
@@ -20,9 +20,7 @@ import jax
 import numpy as np
 
 import gin
-from codet5p_jax import gin_cli
 
-PROG = "codet5p eval"
 log = logging.getLogger(__name__)
 
 
@@ -30,9 +28,9 @@ def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, 
     """A benchmark `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]`.
 
     Prompts are tokenised with `vocabulary` (a seqio vocabulary), decoded with
-    `codet5p_jax.generation.generate` and detokenised.
+    `codet5p_jax.decoding.generate` and detokenised.
     """
-    from codet5p_jax import generation
+    from codet5p_jax.decoding import generate as generation
 
     def generate_fn(prompts: list[str], num_samples: int = 1, **gen_kwargs) -> list[list[str]]:
         opts = {**defaults, **gen_kwargs}
@@ -70,7 +68,7 @@ def _trim(tokens, eos_id: int) -> list[int]:
 
 def _predict_fn(model, params, batch_size: int, gen_kwargs: dict):
     """seqio predict_fn: `(index, features)` dataset -> [(index, predicted ids)]."""
-    from codet5p_jax import generation
+    from codet5p_jax.decoding import generate as generation
 
     def predict(ds):
         results = []
@@ -242,14 +240,3 @@ def _to_float(v):
         return float(value)
     except (TypeError, ValueError):
         return str(value)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`codet5p eval` entry point."""
-    status, metrics = gin_cli.run_mode(
-        argv, PROG, "Evaluate a checkpoint on a SeqIO task or benchmark.", evaluate
-    )
-    if status:
-        return status
-    print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0

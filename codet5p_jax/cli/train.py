@@ -6,7 +6,7 @@
 
 import sys
 
-from codet5p_jax import gin_cli
+from codet5p_jax.cli import gin_flags
 
 PROG = "codet5p train"
 
@@ -14,10 +14,10 @@ PROG = "codet5p train"
 def main(argv: list[str] | None = None) -> int:
     """Parses flags and gin, trains, prints a summary; returns the exit status."""
     from codet5p_jax.checkpointing import CheckpointError
-    from codet5p_jax.metrics_writer import NonFiniteLossError
     from codet5p_jax.train import trainer
+    from codet5p_jax.train.metrics import NonFiniteLossError
 
-    status, result = gin_cli.run_mode(
+    status, result = gin_flags.run_mode(
         argv,
         PROG,
         "Train a CodeT5+ model from gin configs (t5x-style).",
