@@ -12,11 +12,11 @@ Layout of a run directory (`MODEL_DIR`)::
                                   encoder/layers_0/attention/query/kernel [D, N, H]
           opt_state/              optax state (absent in params-only exports)
           extra/                  objective state (momentum params, queues; absent when empty)
-          meta/metadata           JSON: {"format", "step", "model_config": T5Config fields,
+          meta/metadata           JSON: {"format", "step", "model_config": config fields + family,
                                   "data": {"batches_consumed", "seed", "num_data_shards", ...}}
 
 `resolve_step_dir` accepts `MODEL_DIR`, `MODEL_DIR/checkpoints` or a `<step>` directory and
-picks the latest finished step; `latest_params(path)` returns `(params, T5Config, step)` as
+picks the latest finished step; `latest_params(path)` returns `(params, config, step)` as
 numpy arrays, for conversion and inference. Saves are asynchronous; each step directory
 appears only once complete (orbax writes to a temporary name and renames), so a run killed
 mid-save leaves the previous checkpoint intact.
@@ -25,7 +25,6 @@ Resume is exact: the data pipeline is deterministic given its seed, so
 `meta.data.batches_consumed` (one batch per step) is enough to skip to the next unseen batch.
 """
 
-import dataclasses
 import json
 import pathlib
 from typing import Any
@@ -34,7 +33,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from codet5p_jax.config import T5Config
+from codet5p_jax import families
 
 FORMAT = "codet5p_jax/1"
 CHECKPOINTS = "checkpoints"
@@ -82,42 +81,10 @@ def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint metadata {meta_file} is corrupt: {e}") from e
 
 
-def config_to_dict(cfg: T5Config) -> dict[str, Any]:
-    """JSON-able fields of a model config."""
-    return dataclasses.asdict(cfg)
-
-
-def config_from_dict(d: dict[str, Any]) -> T5Config:
-    """Inverse of `config_to_dict` (ignores unknown keys from newer versions)."""
-    fields = {f.name for f in dataclasses.fields(T5Config)}
-    return T5Config(**{k: v for k, v in d.items() if k in fields})
-
-
-# Fields that change parameter shapes or names; the others (dropout, dtype, remat) may differ
-# between a checkpoint and the model that loads it.
-_ARCH_FIELDS = (
-    "kind",
-    "vocab_size",
-    "emb_dim",
-    "num_heads",
-    "head_dim",
-    "mlp_dim",
-    "num_encoder_layers",
-    "num_decoder_layers",
-    "relative_attention_num_buckets",
-    "embed_dim",
-    "scan_layers",
-)
-
-
-def architecture_differences(saved: dict[str, Any], cfg: T5Config) -> list[str]:
-    """`["emb_dim: checkpoint 64, model 768", ...]` for shape-relevant config fields."""
-    now = config_to_dict(cfg)
-    return [
-        f"{k}: checkpoint {saved.get(k)!r}, model {now[k]!r}"
-        for k in _ARCH_FIELDS
-        if k in saved and saved.get(k) != now[k]
-    ]
+# One serializer for every saved config: the family registry's (fields + `family` tag).
+config_to_dict = families.config_to_dict
+config_from_dict = families.config_from_dict
+architecture_differences = families.architecture_differences
 
 
 def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
@@ -193,7 +160,7 @@ class Checkpointer:
             items["extra"] = ocp.args.StandardSave(state.extra)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-    def restore(self, step: int, abstract_state, cfg: T5Config):
+    def restore(self, step: int, abstract_state, cfg):
         """Restores step `step` into the shardings of `abstract_state` (a `TrainState` of
         `jax.ShapeDtypeStruct`s with `.sharding`).
 
@@ -272,7 +239,7 @@ def restore_params(
     abstract_params=None,
     *,
     allow_missing: tuple[str, ...] = (),
-    cfg: T5Config | None = None,
+    cfg=None,
 ):
     """Loads only the parameters of an orbax checkpoint.
 
@@ -337,7 +304,7 @@ def _drop_paths(tree: dict, paths: set[str], prefix: str = "") -> dict:
     return out
 
 
-def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, T5Config, int]:
+def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, object, int]:
     """Params (numpy), model config and step of the newest checkpoint under `model_dir`.
 
     The entry point for `codet5p convert` and inference on a training run.
@@ -345,12 +312,11 @@ def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, T5Config, int]:
     step_dir = resolve_step_dir(model_dir)
     meta = read_meta(step_dir)
     params, _ = restore_params(step_dir)
-    return params, config_from_dict(meta["model_config"]), int(meta["step"])
+    config = config_from_dict(meta["model_config"], str(step_dir / "meta" / "metadata"))
+    return params, config, int(meta["step"])
 
 
-def save_params(
-    directory: str | pathlib.Path, params, cfg: T5Config, step: int = 0
-) -> pathlib.Path:
+def save_params(directory: str | pathlib.Path, params, cfg, step: int = 0) -> pathlib.Path:
     """Writes a params-only checkpoint `directory/checkpoints/<step>` (e.g. converted HF weights).
 
     The result is loadable by `restore_params` / `latest_params` and as `INITIAL_CHECKPOINT_PATH`.

@@ -10,6 +10,7 @@ The class stays small on purpose: generation and text inputs are added by other 
 `Pretrained.apply`, which runs any model method under one cached `jax.jit`.
 """
 
+import dataclasses
 import functools
 import pathlib
 
@@ -17,26 +18,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codet5p_jax.config import T5Config
-from codet5p_jax.convert import formats
+from codet5p_jax import families, loading
 from codet5p_jax.decoding.generate import GenerateOutput, generate
-from codet5p_jax.models import build_model
 
 
 class Pretrained:
     """A model config, its params on device, and jitted entry points.
 
     Attributes:
-      config: The `T5Config`.
+      config: The model config (any registered family's).
       params: Param tree of jax arrays, in `config.param_dtype`.
-      model: The Linen module (`models.build_model(config)`).
+      model: The Linen module (`families.build_model(config)`).
       tokenizer_dir: Directory with the checkpoint's tokenizer files, or None.
     """
 
-    def __init__(self, config: T5Config, params, tokenizer_dir: pathlib.Path | None = None):
+    def __init__(self, config, params, tokenizer_dir: pathlib.Path | None = None):
         self.config = config
         self.params = params
-        self.model = build_model(config)
+        self.model = families.build_model(config)
         self.tokenizer_dir = tokenizer_dir
 
     @functools.cached_property
@@ -94,7 +93,7 @@ class Pretrained:
           ConversionError: If `path` exists (nothing is overwritten) or `format` is unknown.
         """
         params = jax.tree.map(np.asarray, jax.device_get(self.params))
-        formats.save_checkpoint(path, self.config, params, format, self.tokenizer_dir)
+        loading.save(path, self.config, params, format, self.tokenizer_dir)
 
 
 def _mask(mask):
@@ -105,7 +104,7 @@ def from_pretrained(path, *, param_dtype: str | None = None, scan_layers: bool |
     """Loads an HF model directory, an orbax checkpoint directory or a training MODEL_DIR.
 
     Args:
-      path: Checkpoint directory (format detected; see `convert.formats`).
+      path: Checkpoint directory (layout detected; see `codet5p_jax.loading`).
       param_dtype: Cast params to this dtype ("float32", "bfloat16"); default the config's
         `param_dtype` (float32 for HF sources, so the released fp16 weights are upcast).
       scan_layers: Use the scanned (True) or unscanned (False) layout; None keeps the stored one.
@@ -116,7 +115,9 @@ def from_pretrained(path, *, param_dtype: str | None = None, scan_layers: bool |
     Raises:
       ConversionError: On a missing, unreadable or inconsistent checkpoint.
     """
-    ckpt = formats.load_checkpoint(path, scan_layers=scan_layers)
-    cfg = ckpt.config if param_dtype is None else ckpt.config.replace(param_dtype=param_dtype)
-    params = jax.tree.map(lambda x: jnp.asarray(x, dtype=cfg.params_dtype), ckpt.params)
+    ckpt = loading.load(path, scan_layers=scan_layers)
+    cfg = ckpt.config
+    if param_dtype is not None:
+        cfg = dataclasses.replace(cfg, param_dtype=param_dtype)
+    params = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.dtype(cfg.param_dtype)), ckpt.params)
     return Pretrained(cfg, params, ckpt.tokenizer_dir)

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from codet5p_jax.convert import formats
+from codet5p_jax import loading
 from codet5p_jax.convert.mapping import ConversionError
 
 
@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("src", help="HF model dir, orbax checkpoint dir, or training MODEL_DIR")
     parser.add_argument("dst", help="directory to create (must not exist)")
-    parser.add_argument("--to", required=True, choices=formats.FORMATS, help="output format")
+    parser.add_argument("--to", required=True, choices=loading.FORMATS, help="output format")
     parser.add_argument(
         "--scan",
         action=argparse.BooleanOptionalAction,
@@ -38,34 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def convert(src, dst, to: str, scan: bool | None = None) -> formats.Checkpoint:
-    """Converts the checkpoint at `src` into a new `to`-format directory `dst`.
-
-    Args:
-      src: Source checkpoint directory (format detected).
-      dst: Directory to create.
-      to: "hf" or "orbax".
-      scan: Layout of orbax output (None keeps the source's); ignored for HF output.
-
-    Returns:
-      The loaded source checkpoint (in the layout that was written).
-
-    Raises:
-      ConversionError: On any bad input; nothing is written at `dst` then.
-    """
-    if to == "hf" and scan:
-        raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
-    ckpt = formats.load_checkpoint(src, scan_layers=False if to == "hf" else scan)
-    formats.save_checkpoint(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir)
-    return ckpt
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `codet5p convert`; returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        ckpt = convert(args.src, args.dst, args.to, args.scan)
+        ckpt = loading.convert(args.src, args.dst, args.to, args.scan)
     except ConversionError as e:
         print(f"codet5p convert: error: {e}", file=sys.stderr)
         return 1

@@ -6,14 +6,10 @@ checkpoint (or any T5 model with an `embedding_proj`) yields an embedding model 
 by keeping `token_embedder`, `encoder` and `embedding_proj` and dropping the decoder, the
 matching head and training-only leaves (the stage-2 learned temperature).
 
-    python -m codet5p_jax.convert.embedding_export SRC DST
+`codet5p export-embedding SRC DST` loads, applies `embedding_from_bimodal` and saves.
 """
 
-import pathlib
-
-from codet5p_jax import checkpointing
 from codet5p_jax.config import T5Config
-from codet5p_jax.convert import formats
 from codet5p_jax.convert.mapping import ConversionError
 
 EMBEDDING_SUBTREES = ("token_embedder", "encoder", "embedding_proj")
@@ -37,23 +33,3 @@ def embedding_from_bimodal(cfg: T5Config, params) -> tuple[T5Config, dict]:
         name=cfg.name.replace("bimodal", "embedding") if "bimodal" in cfg.name else cfg.name,
     )
     return emb_cfg, {k: params[k] for k in EMBEDDING_SUBTREES}
-
-
-def export_embedding(src, dst, fmt: str = "hf", tokenizer_dir=None) -> T5Config:
-    """Loads `src` (HF / orbax / training MODEL_DIR) and writes its embedding model to `dst`.
-
-    Args:
-      src: Source checkpoint; a MODEL_DIR (with `checkpoints/`) gives its latest step.
-      dst: New directory (must not exist; written atomically).
-      fmt: "hf" (the released `CodeT5p_Embedding` layout) or "orbax".
-      tokenizer_dir: Tokenizer files to copy along (default: the source's, if any).
-    """
-    src = pathlib.Path(src)
-    if (src / checkpointing.CHECKPOINTS).is_dir():
-        params, cfg, _ = checkpointing.latest_params(src)
-    else:
-        ckpt = formats.load_checkpoint(src)
-        cfg, params, tokenizer_dir = ckpt.config, ckpt.params, tokenizer_dir or ckpt.tokenizer_dir
-    emb_cfg, params = embedding_from_bimodal(cfg, params)
-    formats.save_checkpoint(dst, emb_cfg, params, fmt, tokenizer_dir)
-    return emb_cfg

@@ -3,7 +3,9 @@
 Reads `config.json` plus one of `model.safetensors`, `model.safetensors.index.json`,
 `pytorch_model.bin` or `pytorch_model.bin.index.json` (in that order of preference; shards are
 listed by the index's `weight_map`). Writes `config.json` + `model.safetensors` in the released
-layout and copies the tokenizer files a source directory had.
+layout and copies the tokenizer files a source directory had. Family-agnostic: which family
+reads a `config.json`, and how its state dict maps to params, is `codet5p_jax.loading`'s
+business (through the family registry).
 """
 
 import json
@@ -14,8 +16,6 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from codet5p_jax.config import T5Config, from_hf_config, to_hf_config
-from codet5p_jax.convert import hf_t5
 from codet5p_jax.convert.atomic_dir import atomic_directory
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.convert.torch_pickle import load_torch_state_dict
@@ -109,34 +109,6 @@ def read_hf_state(path) -> dict[str, np.ndarray]:
     raise ConversionError(f"{path}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
 
 
-def read_hf_checkpoint(path, scan_layers: bool = False) -> tuple[T5Config, dict]:
-    """Loads an HF directory into a config and a numpy param tree.
-
-    Args:
-      path: An HF model directory (config.json + weights).
-      scan_layers: Return the scanned parameter layout (and a config saying so).
-
-    Returns:
-      `(cfg, params)`; params keep the checkpoint's dtypes.
-
-    Raises:
-      ConversionError: On a missing or corrupt file, an unsupported architecture, or a key
-        missing, left over or misshapen (the message names the file, key and shapes).
-    """
-    path = pathlib.Path(path)
-    if not path.is_dir():
-        raise ConversionError(f"{path}: no such directory")
-    hf = read_hf_config(path)
-    try:
-        cfg = from_hf_config(hf, name=path.name).replace(scan_layers=scan_layers)
-    except KeyError as e:
-        raise ConversionError(f"{path / CONFIG_FILE}: missing field {e}") from e
-    except (ValueError, TypeError) as e:
-        raise ConversionError(f"{path / CONFIG_FILE}: {e}") from e
-    state = read_hf_state(path)
-    return cfg, hf_t5.hf_to_params(state, cfg, source=str(path))
-
-
 def copy_tokenizer_files(src, dst) -> list[str]:
     """Copies the tokenizer files (`TOKENIZER_FILES`) present in `src` to `dst`; returns names."""
     copied = []
@@ -147,26 +119,22 @@ def copy_tokenizer_files(src, dst) -> list[str]:
     return copied
 
 
-def write_hf_checkpoint(dst, cfg: T5Config, params, tokenizer_dir=None) -> None:
+def write_hf_dir(dst, hf_config: dict, state: dict[str, np.ndarray], tokenizer_dir=None) -> None:
     """Writes `config.json` + `model.safetensors` (+ tokenizer files) to a new directory.
 
     Nothing is left at `dst` if anything fails (the directory is built beside it, then renamed).
 
     Args:
       dst: Directory to create; must not exist.
-      cfg: The model config (`scan_layers` says how `params` is laid out).
-      params: Param tree (numpy or jax arrays).
+      hf_config: The `config.json` contents.
+      state: HF key -> numpy array (a family's `params_to_hf` output).
       tokenizer_dir: Directory whose tokenizer files are copied along, or None.
 
     Raises:
-      ConversionError: If `dst` exists or the params do not match `cfg`.
+      ConversionError: If `dst` exists.
     """
-    state = hf_t5.params_to_hf(params, cfg)
-    hf = to_hf_config(cfg)
-    # Record the dtype actually written, so `dtype="auto"` loaders keep it.
-    hf["torch_dtype"] = str(state["shared.weight"].dtype)
     with atomic_directory(dst) as tmp:
         safetensors.numpy.save_file(state, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         if tokenizer_dir is not None:
             copy_tokenizer_files(tokenizer_dir, tmp)

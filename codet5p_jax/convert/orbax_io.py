@@ -1,8 +1,8 @@
-"""Params-only orbax checkpoint directories that carry their `T5Config`.
+"""Params-only orbax checkpoint directories that carry their model config.
 
 Layout of such a directory:
 
-    codet5p_config.json   every T5Config field, as JSON
+    codet5p_config.json   the config's fields and its `family` tag, as JSON
     params/               an orbax PyTree checkpoint of the (unboxed) param tree
     tokenizer/            tokenizer files of the source, when it had any (optional)
 
@@ -10,7 +10,6 @@ Params are restored as host numpy arrays in their stored dtypes; placing them on
 the caller's business (the façade, or the trainer with its shardings).
 """
 
-import dataclasses
 import json
 import pathlib
 
@@ -18,8 +17,6 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from codet5p_jax.config import T5Config
-from codet5p_jax.convert import hf_t5
 from codet5p_jax.convert.atomic_dir import atomic_directory
 from codet5p_jax.convert.hf_io import TOKENIZER_FILES, copy_tokenizer_files
 from codet5p_jax.convert.mapping import ConversionError
@@ -35,45 +32,40 @@ def is_orbax_dir(path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir()
 
 
-def config_to_json(cfg: T5Config) -> str:
-    """Every field of `cfg` as a JSON object."""
-    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True) + "\n"
+def read_config(path) -> dict:
+    """The saved config dict of an orbax directory (parsed by `families.config_from_dict`).
 
-
-def config_from_json(text: str, source: str = "config") -> T5Config:
-    """Inverse of `config_to_json`; unknown or invalid fields raise `ConversionError`."""
+    Raises:
+      ConversionError: If the file is missing, unreadable or not a JSON object.
+    """
+    config_file = pathlib.Path(path) / CONFIG_FILE
     try:
-        fields = json.loads(text)
+        fields = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{config_file}: unreadable: {e}") from e
     except json.JSONDecodeError as e:
-        raise ConversionError(f"{source}: invalid JSON: {e}") from e
-    known = {f.name for f in dataclasses.fields(T5Config)}
-    if not isinstance(fields, dict) or set(fields) - known:
-        unknown = sorted(set(fields) - known) if isinstance(fields, dict) else fields
-        raise ConversionError(f"{source}: not a T5Config (unknown fields {unknown})")
-    try:
-        return T5Config(**fields)
-    except (TypeError, ValueError) as e:
-        raise ConversionError(f"{source}: {e}") from e
+        raise ConversionError(f"{config_file}: invalid JSON: {e}") from e
+    if not isinstance(fields, dict):
+        raise ConversionError(f"{config_file}: expected a JSON object")
+    return fields
 
 
-def save_orbax(dst, cfg: T5Config, params, tokenizer_dir=None) -> None:
-    """Writes a params-only orbax checkpoint plus its config to a new directory `dst`.
+def write_orbax_dir(dst, config: dict, params, tokenizer_dir=None) -> None:
+    """Writes a params-only orbax checkpoint plus its config dict to a new directory `dst`.
 
     Args:
       dst: Directory to create; must not exist. Nothing is left there on failure.
-      cfg: The model config; `cfg.scan_layers` must match the layout of `params`.
-      params: Unboxed param tree (numpy or jax arrays).
+      config: The JSON-able config (`families.config_to_dict`).
+      params: Unboxed param tree of numpy arrays (checked against the config by the caller).
       tokenizer_dir: Directory whose tokenizer files are stored under `tokenizer/`, or None.
 
     Raises:
-      ConversionError: If `dst` exists or `params` does not match `cfg`.
+      ConversionError: If `dst` exists.
     """
-    hf_t5.check_params(params, cfg)
-    params = jax.tree.map(np.asarray, params)
     with atomic_directory(dst) as tmp:
         with ocp.PyTreeCheckpointer() as checkpointer:
             checkpointer.save(tmp / PARAMS_DIR, params)
-        (tmp / CONFIG_FILE).write_text(config_to_json(cfg))
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer_dir is not None and any(
             (pathlib.Path(tokenizer_dir) / n).is_file() for n in TOKENIZER_FILES
         ):
@@ -81,26 +73,13 @@ def save_orbax(dst, cfg: T5Config, params, tokenizer_dir=None) -> None:
             copy_tokenizer_files(tokenizer_dir, tmp / TOKENIZER_DIR)
 
 
-def load_orbax(path) -> tuple[T5Config, dict]:
-    """Loads a directory written by `save_orbax`.
-
-    Args:
-      path: The checkpoint directory.
-
-    Returns:
-      `(cfg, params)`: params as numpy arrays in their stored dtypes and layout.
+def read_params(path) -> dict:
+    """The params of an orbax directory as numpy arrays, in their stored dtypes and layout.
 
     Raises:
-      ConversionError: If a file is missing or unreadable, or the params do not match the
-        stored config (every path and shape is checked).
+      ConversionError: If `params/` is missing or unreadable.
     """
-    path = pathlib.Path(path)
-    config_file = path / CONFIG_FILE
-    try:
-        cfg = config_from_json(config_file.read_text(), str(config_file))
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{config_file}: unreadable: {e}") from e
-    params_dir = (path / PARAMS_DIR).absolute()
+    params_dir = (pathlib.Path(path) / PARAMS_DIR).absolute()
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: no such directory (not a codet5p orbax checkpoint)")
     # A synchronous checkpointer, deliberately not closed in a `with`: closing it after a failed
@@ -113,15 +92,13 @@ def load_orbax(path) -> tuple[T5Config, dict]:
         restore_args = jax.tree.map(
             lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata.tree
         )
-        params = checkpointer.restore(
+        return checkpointer.restore(
             params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args)
         )
     except ConversionError:
         raise
     except Exception as e:  # orbax/tensorstore raise many types; all mean "cannot read this"
         raise ConversionError(f"{params_dir}: unreadable orbax checkpoint: {e}") from e
-    hf_t5.check_params(params, cfg, source=str(params_dir))
-    return cfg, params
 
 
 def tokenizer_dir_of(path) -> pathlib.Path | None:

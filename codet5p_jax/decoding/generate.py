@@ -21,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codet5p_jax import families
 from codet5p_jax.decoding.beam import beam_search
 from codet5p_jax.decoding.sampling import stop_sequence_table, temperature_sample
+from codet5p_jax.families import CacheSpec
 
 METHODS = ("greedy", "beam", "sample")
-# Cache entries of the decoder stack itself (not per row): the write position and the key
-# positions. Every other cache leaf has the batch at axis 0, scanned layouts included.
-_SHARED_CACHE_ENTRIES = ("position", "key_positions")
 
 
 class GenerateOutput(NamedTuple):
@@ -59,32 +58,30 @@ class _Options:
     eos_id: int | None
     pad_id: int
     stop_table: tuple | None  # hashable copy of the [S, W] table
+    cache: CacheSpec  # the model family's: which cache leaves are per row / per beam
 
 
-def _is_shared(path) -> bool:
-    return getattr(path[-1], "key", None) in _SHARED_CACHE_ENTRIES
+def repeat_cache(cache, n: int, spec: CacheSpec):
+    """Repeats every per-row cache leaf `n` times along the batch axis (row-major).
 
-
-def repeat_cache(cache, n: int):
-    """Repeats every per-row cache leaf `n` times along the batch axis (row-major)."""
+    `spec` (the model family's) names the leaves that belong to the stack, not to a row (write
+    position, key positions); every other leaf has the batch at axis 0, scanned layouts too.
+    """
     return jax.tree_util.tree_map_with_path(
-        lambda p, x: x if _is_shared(p) or x.ndim == 0 else jnp.repeat(x, n, axis=0), cache
+        lambda p, x: x if spec.is_shared(p) or x.ndim == 0 else jnp.repeat(x, n, axis=0), cache
     )
 
 
-def _is_cross_attention(path) -> bool:
-    return any(getattr(k, "key", None) == "encoder_decoder_attention" for k in path)
-
-
-def gather_beams(cache, rows):
-    """Reorders the self-attention cache rows by `rows [B*K]` (beam search reordering).
+def gather_beams(cache, rows, spec: CacheSpec):
+    """Reorders the per-beam cache rows by `rows [B*K]` (beam search reordering).
 
     Beams only ever move within their own prompt, whose `K` rows of encoder keys/values are
-    identical copies, so the cross-attention entries are left in place rather than copied.
+    identical copies, so the entries `spec` calls beam-invariant (cross-attention) are left in
+    place rather than copied.
     """
 
     def gather(path, x):
-        if _is_shared(path) or _is_cross_attention(path) or x.ndim == 0:
+        if spec.is_shared(path) or spec.is_beam_invariant(path) or x.ndim == 0:
             return x
         return jnp.take(x, rows, axis=0)
 
@@ -126,7 +123,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
     # encoder states themselves are no longer needed: pass a one-position placeholder.
     placeholder = jnp.zeros((batch * n, 1, encoded.shape[-1]), encoded.dtype)
     tokens_to_logits = functools.partial(step, row_mask=row_mask, enc=placeholder)
-    cache = repeat_cache(cache, n)
+    cache = repeat_cache(cache, n, opts.cache)
     first_logits = jnp.repeat(first_logits, n, axis=0)
     table = None if opts.stop_table is None else np.asarray(opts.stop_table, np.int32)
     common = dict(
@@ -138,7 +135,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
     if opts.method == "beam":
         out = beam_search(
             tokens_to_logits,
-            gather_beams,
+            functools.partial(gather_beams, spec=opts.cache),
             first_logits,
             cache,
             num_beams=n,
@@ -229,7 +226,8 @@ def generate(
     """Generates continuations of a batch of (padded) prompts with a `CodeT5pEncDec` network.
 
     Args:
-      model: The Linen network (`models.build_model(cfg)`).
+      model: The Linen network of a family with a `CacheSpec` (`families.build_model(cfg)`):
+        `encode(ids, mask)` and `decode(encoded, mask, tokens, decode=True)` with a `cache`.
       params: Its unboxed parameters.
       input_ids: `[B, S]` encoder prompts, padded on either side.
       attention_mask: `[B, S]` 1 for real tokens; default `input_ids != pad_token_id`.
@@ -262,7 +260,10 @@ def generate(
     cfg = model.config
     if method not in METHODS:
         raise ValueError(f"Unknown decoding method {method!r}; expected one of {METHODS}.")
-    if not cfg.has_decoder:
+    family = families.family_of(cfg)
+    if family.cache is None:
+        raise ValueError(f"Model family {family.name!r} has no decoding cache; it cannot generate.")
+    if not getattr(cfg, "has_decoder", True):
         raise ValueError(f"Model kind {cfg.kind!r} has no decoder; generate needs one.")
     if int(num_beams) < 1:
         raise ValueError(f"num_beams must be >= 1; got {num_beams}.")
@@ -317,6 +318,7 @@ def generate(
         eos_id=cfg.eos_token_id,
         pad_id=cfg.pad_token_id,
         stop_table=None if table is None else tuple(map(tuple, table.tolist())),
+        cache=family.cache,
     )
     tokens, lengths, scores = _generate_jit(
         model,

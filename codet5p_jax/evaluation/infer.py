@@ -40,10 +40,9 @@ def infer(
     seed: int = 0,
 ) -> int:
     """Writes predictions for `split` of a task; returns the number of examples written."""
-    from codet5p_jax.checkpoint_loading import load_for_inference
+    from codet5p_jax import families, loading
     from codet5p_jax.decoding import generate as generation
     from codet5p_jax.evaluation.task_eval import _trim
-    from codet5p_jax.models import build_model
     from codet5p_jax.train import data
     from codet5p_jax.train.trainer import check_required
 
@@ -57,9 +56,10 @@ def infer(
     task = data.get_task(mixture_or_task_name)
     if use_cached_tasks:
         data.check_cached(mixture_or_task_name)
-    cfg, params, source = load_for_inference(checkpoint_path)
+    ckpt = loading.load(checkpoint_path)
+    cfg, params, source = ckpt.config, ckpt.params, ckpt.describe()
     log.info("Predicting with %s", source)
-    model = build_model(cfg)
+    model = families.build_model(cfg)
     params = jax.device_put(params)
     vocab_in = task.output_features["inputs"].vocabulary
     vocab_out = task.output_features["targets"].vocabulary

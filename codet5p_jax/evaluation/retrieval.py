@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from codet5p_jax.config import STAGE2_ADDED_TOKENS
+
 TEXT_LENGTH = 64  # --max_text_len of the CodeT5+ retrieval scripts
 CODE_LENGTH = 360  # --max_code_len
 DEFAULT_KS = (1, 5, 10)
@@ -211,7 +213,7 @@ def matching_rerank(
     code_ids: np.ndarray,
     scores: np.ndarray,
     top_k: int,
-    enc_id: int = 32100,
+    enc_id: int = STAGE2_ADDED_TOKENS["[ENC]"],
 ) -> np.ndarray:
     """Re-scores each query's `top_k` codes with the matching head (eval_match_retrieval.py).
 
@@ -330,18 +332,14 @@ def load_model(path):
     A MODEL_DIR (with `checkpoints/`) gives its latest step's params, without the training-only
     leaves (the stage-2 temperature) the network does not take.
     """
-    from codet5p_jax import checkpointing
-    from codet5p_jax.models import build_model
-    from codet5p_jax.objectives.bimodal import strip_objective_params
+    import jax
 
-    path = pathlib.Path(path)
-    if (path / checkpointing.CHECKPOINTS).is_dir() or path.parent.name == checkpointing.CHECKPOINTS:
-        params, cfg, _ = checkpointing.latest_params(path)
-        return build_model(cfg), strip_objective_params(params), None
-    from codet5p_jax import from_pretrained
+    from codet5p_jax import families, loading
 
-    loaded = from_pretrained(path)
-    return loaded.model, loaded.params, loaded.tokenizer_dir
+    ckpt = loading.load(path)
+    dtype = np.dtype(ckpt.config.param_dtype)  # released fp16 weights run in the model's dtype
+    params = jax.tree.map(lambda x: np.asarray(x, dtype), ckpt.params)
+    return families.build_model(ckpt.config), params, ckpt.tokenizer_dir
 
 
 def evaluate_pairs(

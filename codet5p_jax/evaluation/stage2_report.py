@@ -13,19 +13,16 @@ the CodeT5+ retrieval scripts' settings); MRR and R@k are ×100.
 import flax.linen as nn
 import jax
 
-from codet5p_jax import checkpointing
+from codet5p_jax import families, loading
 from codet5p_jax.evaluation import retrieval
-from codet5p_jax.models import build_model, init_args
-from codet5p_jax.objectives.bimodal import strip_objective_params
 
 
 def before_stage2_params(stage1_dir, stage2_cfg, seed: int = 0):
     """Stage-1 params plus the stage-2 heads as the trainer initialises them for `seed`."""
-    model = build_model(stage2_cfg)
+    model = families.build_model(stage2_cfg)
     init_rng = jax.random.split(jax.random.key(seed), 3)[0]
-    fresh = nn.unbox(model.init(init_rng, *init_args(stage2_cfg))["params"])
-    stage1, _, _ = checkpointing.latest_params(stage1_dir)
-    stage1 = strip_objective_params(stage1)
+    fresh = nn.unbox(model.init(init_rng, *families.init_args(stage2_cfg))["params"])
+    stage1 = loading.load(stage1_dir).params
     unknown = set(stage1) - set(fresh)
     if unknown:
         raise ValueError(f"{stage1_dir} has params the stage-2 model lacks: {sorted(unknown)}")

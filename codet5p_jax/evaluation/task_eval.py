@@ -159,17 +159,17 @@ def evaluate(
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
     """
-    from codet5p_jax.checkpoint_loading import load_for_inference
-    from codet5p_jax.models import build_model
+    from codet5p_jax import families, loading
     from codet5p_jax.train import data
     from codet5p_jax.train.trainer import check_required
 
     check_required(CHECKPOINT_PATH=checkpoint_path, OUTPUT_DIR=output_dir)
     if not mixture_or_task_name and not benchmark:
         raise ValueError("Set MIXTURE_OR_TASK_NAME (task metrics) or BENCHMARK (e.g. humaneval).")
-    cfg, params, source = load_for_inference(checkpoint_path)
+    ckpt = loading.load(checkpoint_path)
+    cfg, params, source = ckpt.config, ckpt.params, ckpt.describe()
     log.info("Evaluating %s", source)
-    model = build_model(cfg)
+    model = families.build_model(cfg)
     params = jax.device_put(params)
     out_dir = pathlib.Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,14 @@ initialisation and are listed in the log. Anything else missing, any extra sourc
 and any shape difference is an error.
 """
 
+import dataclasses
 import logging
 import pathlib
 
 import jax
 import numpy as np
 
-from codet5p_jax import checkpointing
-from codet5p_jax.config import T5Config
+from codet5p_jax import checkpointing, families, loading
 
 # Sub-trees a newer model may add on top of its source checkpoint.
 NEW_HEADS = ("embedding_proj", "itm_head", "contrastive_temperature")
@@ -34,32 +34,40 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(str(k.key) for k in path): v for path, v in flat}
 
 
-def _load_host_params(path: pathlib.Path, cfg: T5Config):
-    """Host params of an HF or convert-orbax directory, or None for a training-run layout."""
-    from codet5p_jax.convert import hf_io, orbax_io
+def _load_host_params(path: pathlib.Path, cfg):
+    """Host params of an HF or convert-orbax directory, or None for a training-run layout.
 
-    if orbax_io.is_orbax_dir(path):
-        src_cfg, params = orbax_io.load_orbax(path)
-    elif hf_io.is_hf_dir(path):
-        src_cfg, params = hf_io.read_hf_checkpoint(path, scan_layers=cfg.scan_layers)
-    else:
+    Read through the one loader; the trainer's run layout is restored straight into shards by
+    `checkpointing.restore_params` instead.
+    """
+    fmt, _ = loading.resolve(path)
+    if fmt == "run":
         return None
+    scan = getattr(cfg, "scan_layers", None)
+    ckpt = loading.load(path, scan_layers=scan)
+    src_cfg = ckpt.config
+    if type(src_cfg) is not type(cfg):
+        raise checkpointing.CheckpointError(
+            f"INITIAL_CHECKPOINT_PATH {path} is a {families.family_of(src_cfg).name!r}-family "
+            f"checkpoint; this run trains a {families.family_of(cfg).name!r}-family model."
+        )
+    # A stage-1 source may lack the heads stage 2 adds: compare with the source's kind/heads.
+    heads = {k: getattr(src_cfg, k) for k in ("kind", "embed_dim") if hasattr(cfg, k)}
     diffs = checkpointing.architecture_differences(
-        checkpointing.config_to_dict(src_cfg),
-        cfg.replace(kind=src_cfg.kind, embed_dim=src_cfg.embed_dim),
+        checkpointing.config_to_dict(src_cfg), dataclasses.replace(cfg, **heads)
     )
     if diffs:
         raise checkpointing.CheckpointError(
             f"INITIAL_CHECKPOINT_PATH {path} is from a different architecture: {'; '.join(diffs)}."
         )
-    return params
+    return ckpt.params
 
 
 def load_initial_params(
     path: str | pathlib.Path,
     fresh_params,
     shardings,
-    cfg: T5Config,
+    cfg,
     *,
     new_heads: tuple[str, ...] = NEW_HEADS,
 ):

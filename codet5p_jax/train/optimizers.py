@@ -3,9 +3,10 @@
 * `make_schedule`: linear warm-up into constant / linear / cosine / rsqrt decay.
 * `make_optimizer`: global-norm clipping -> AdamW (paper: weight decay 0.1) or Adafactor, with
   weight decay skipped on 1-D params (norm scales, biases) and a named trainable mask.
-* `TRAINABLE_PRESETS`: which parameter sub-trees train. CodeT5+ starts its compute-efficient
-  runs from frozen off-the-shelf LMs (paper §3.3: "freeze the deep decoder, train the shallow
-  encoder and cross-attention"); here the preset names the trainable part. Frozen leaves get
+* `TRAINABLE_PRESETS`: which parameter groups train (groups are the model family's,
+  `Family.param_groups`). CodeT5+ starts its compute-efficient runs from frozen off-the-shelf
+  LMs (paper §3.3: "freeze the deep decoder, train the shallow encoder and cross-attention");
+  here the preset names the trainable part. Frozen leaves get
   `optax.set_to_zero()` and keep no optimizer state.
 
 Gradient accumulation is microbatching in `train/step.py` (one optimizer update per step).
@@ -19,19 +20,16 @@ import optax
 
 import gin
 
-# Preset -> regular expressions over "/"-joined param paths; a leaf trains if any matches.
+# Preset -> the model family's parameter groups (`Family.param_groups`) that train. Groups, not
+# module-name patterns, so a family names its own parts and every preset works for it.
 TRAINABLE_PRESETS: dict[str, tuple[str, ...]] = {
-    "all": (r".*",),
+    "all": (),  # everything, whatever the groups
     # Paper §3.3 / README "shallow encoder and cross-attention layers trainable".
-    "encoder_and_cross_attention": (
-        r"^encoder/",
-        r"^decoder/layers_\d+/(encoder_decoder_attention|pre_cross_attention_layer_norm)/",
-        r"^decoder/layers/(encoder_decoder_attention|pre_cross_attention_layer_norm)/",
-    ),
-    "encoder_only": (r"^encoder/",),
-    "decoder_only": (r"^decoder/",),
+    "encoder_and_cross_attention": ("encoder", "cross_attention"),
+    "encoder_only": ("encoder",),
+    "decoder_only": ("decoder",),
     # Stage-2 style heads-only probing: projection/matching heads and the learned temperature.
-    "heads_only": (r"^embedding_proj/", r"^itm_head/", r"^contrastive_temperature$"),
+    "heads_only": ("heads",),
 }
 
 SCHEDULES = ("constant", "linear", "cosine", "rsqrt")
@@ -42,18 +40,37 @@ def param_path(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def trainable_mask(params, preset: str = "all"):
+def trainable_mask(params, preset: str = "all", param_groups=None):
     """Boolean tree: True where the leaf is trained under `preset`.
 
+    Args:
+      params: Parameter tree (arrays or shape structs).
+      preset: A `TRAINABLE_PRESETS` name, or "+"-joined group names (e.g. "encoder+heads").
+      param_groups: Group name -> regular expressions over "/"-joined param paths, the model
+        family's `param_groups` (default: the T5 family's).
+
     Raises:
-      ValueError: for an unknown preset, or one that selects no parameter (a typo would otherwise
-        freeze the whole model silently).
+      ValueError: for an unknown preset or group, or one that selects no parameter (a typo
+        would otherwise freeze the whole model silently).
     """
-    if preset not in TRAINABLE_PRESETS:
-        raise ValueError(
-            f"Unknown trainable preset {preset!r}; known: {', '.join(TRAINABLE_PRESETS)}"
-        )
-    patterns = [re.compile(p) for p in TRAINABLE_PRESETS[preset]]
+    if param_groups is None:
+        from codet5p_jax import families
+
+        param_groups = families.get("t5").param_groups
+    groups = TRAINABLE_PRESETS.get(preset)
+    if groups is None:
+        groups = tuple(g for g in preset.split("+") if g)
+        unknown = [g for g in groups if g not in param_groups]
+        if unknown or not groups:
+            raise ValueError(
+                f"Unknown trainable preset {preset!r}; known presets: "
+                f"{', '.join(TRAINABLE_PRESETS)}, or '+'-joined groups of this model: "
+                f"{', '.join(param_groups)}"
+            )
+    missing = [g for g in groups if g not in param_groups]
+    if missing:
+        raise ValueError(f"Trainable preset {preset!r} needs groups {missing} this model lacks.")
+    patterns = [re.compile(p) for g in groups for p in param_groups[g]] or [re.compile(".*")]
     mask = jax.tree_util.tree_map_with_path(
         lambda path, _: any(p.search(param_path(path)) for p in patterns), params
     )
@@ -112,7 +129,7 @@ def make_schedule(
     return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-@gin.configurable
+@gin.configurable(denylist=["param_groups"])
 def make_optimizer(
     params,
     *,
@@ -124,6 +141,7 @@ def make_optimizer(
     eps: float = 1e-8,
     clip_grad_norm: float | None = 1.0,
     trainable: str = "all",
+    param_groups=None,
 ) -> optax.GradientTransformation:
     """The gradient transformation for `params` (a tree of arrays or shape structs).
 
@@ -135,7 +153,9 @@ def make_optimizer(
         `weight_decay_rate`.
       b1, b2, eps: Adam moment decay rates and epsilon (AdamW only).
       clip_grad_norm: Global-norm clipping threshold (None = off).
-      trainable: A `TRAINABLE_PRESETS` name; other leaves are frozen.
+      trainable: A `TRAINABLE_PRESETS` name or "+"-joined group names; other leaves are
+        frozen (no optimizer state).
+      param_groups: The model family's `param_groups` (the trainer passes them; not gin).
 
     Returns:
       An `optax.GradientTransformation`.
@@ -153,6 +173,6 @@ def make_optimizer(
     tx = optax.chain(*chain, inner)
     if trainable == "all":
         return tx
-    mask = trainable_mask(params, trainable)
+    mask = trainable_mask(params, trainable, param_groups)
     labels = jax.tree.map(lambda m: "train" if m else "freeze", mask)
     return optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)

@@ -25,9 +25,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import checkpointing, partitioning
-from codet5p_jax.config import T5Config, get_preset
-from codet5p_jax.models import build_model, init_args
+from codet5p_jax import checkpointing, families, partitioning
+from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, initial_checkpoint, optimizers
 from codet5p_jax.train import metrics as metrics_lib
@@ -52,11 +51,11 @@ def check_required(**macros) -> None:
 # ----------------------------------------------------------------------------------------------
 # State construction
 # ----------------------------------------------------------------------------------------------
-def _boxed_params_fn(model, cfg: T5Config, objective):
+def _boxed_params_fn(model, cfg, objective):
     """`rng -> boxed params` of the network plus any objective-owned params (temperature)."""
 
     def init(rng):
-        params = model.init(rng, *init_args(cfg))["params"]
+        params = model.init(rng, *families.init_args(cfg))["params"]
         if hasattr(objective, "init_params"):
             params = objective.init_params(params, rng)
         return params
@@ -136,7 +135,7 @@ def train(
     task_feature_lengths: dict[str, int] = gin.REQUIRED,
     train_steps: int = gin.REQUIRED,
     batch_size: int = gin.REQUIRED,
-    model_config: T5Config | None = None,
+    model_config: Any = None,
     objective_cls: Any = Seq2SeqObjective,
     initial_checkpoint_path: str | None = None,
     new_heads: tuple[str, ...] = initial_checkpoint.NEW_HEADS,
@@ -164,7 +163,8 @@ def train(
       task_feature_lengths: e.g. `{"inputs": 512, "targets": 256}` (TASK_FEATURE_LENGTHS).
       train_steps: Total optimizer steps of the run (TRAIN_STEPS), counted from step 0.
       batch_size: Global batch size (BATCH_SIZE), divisible by the data-parallel size.
-      model_config: The `T5Config` (gin: `@get_preset()`); None = the "tiny" preset.
+      model_config: The model config of any registered family (gin: `@get_preset()`); None =
+        the T5 "tiny" preset.
       objective_cls: `cls(model)` -> an objective (docs/DESIGN.md, Objectives).
       initial_checkpoint_path: Params to start from (INITIAL_CHECKPOINT_PATH); ignored on resume.
       new_heads: Param prefixes allowed to be missing from `initial_checkpoint_path`.
@@ -206,7 +206,8 @@ def train(
 
     # -- 1. mesh --
     mesh = mesh_fn()
-    rules = partitioning.get_axis_rules(axis_rules)
+    family = families.family_of(cfg)
+    rules = partitioning.get_axis_rules(axis_rules) + tuple(family.axis_rules.get(axis_rules, ()))
     partitioning.check_batch_size(batch_size, mesh)
     if batch_size % num_microbatches:
         raise ValueError(
@@ -218,14 +219,16 @@ def train(
         data.check_cached(mixture_or_task_name)
 
     # -- 2. model, objective, optimizer, abstract state --
-    model = build_model(cfg)
+    model = families.build_model(cfg)
     objective = objective_cls(model)
     schedule = optimizers.make_schedule(total_steps=train_steps)
     rng = jax.random.key(seed)
     init_rng, extra_rng, step_rng = jax.random.split(rng, 3)
     boxed_init = _boxed_params_fn(model, cfg, objective)
     abstract_params = partitioning.unbox_abstract(jax.eval_shape(boxed_init, init_rng))
-    tx = optimizers.make_optimizer(abstract_params, learning_rate=schedule)
+    tx = optimizers.make_optimizer(
+        abstract_params, learning_rate=schedule, param_groups=family.param_groups
+    )
     abstract, shardings, boxed = _abstract_state(boxed_init, objective, tx, mesh, rules, init_rng)
 
     # -- 3. state --
@@ -344,7 +347,7 @@ def train(
     }
 
 
-def _meta(cfg: T5Config, step: int, data_meta: dict) -> dict:
+def _meta(cfg, step: int, data_meta: dict) -> dict:
     """Checkpoint metadata: model config and the data position (one batch per step)."""
     return {
         "model_config": checkpointing.config_to_dict(cfg),

@@ -9,12 +9,12 @@ import pytest
 import torch
 from tiny_checkpoints import TOKENIZER_FILES, build_reference, write_hf_dir
 
-from codet5p_jax import checkpointing
-from codet5p_jax.cli.convert import convert
+from codet5p_jax import checkpointing, loading
 from codet5p_jax.config import PRESETS
-from codet5p_jax.convert import formats, hf_io, orbax_io
+from codet5p_jax.convert import hf_io
 from codet5p_jax.convert.hf_t5 import TIED_KEYS
 from codet5p_jax.convert.mapping import ConversionError
+from codet5p_jax.loading import convert
 from codet5p_jax.models import init_params
 
 
@@ -36,7 +36,7 @@ def _assert_same_tree(got, want):
 def test_hf_to_orbax_to_hf_is_bit_exact(hf_source, tmp_path, scan):
     kind, src, _ = hf_source
     convert(src, tmp_path / "orbax", "orbax", scan=scan)
-    assert orbax_io.load_orbax(tmp_path / "orbax")[0].scan_layers is scan
+    assert loading.read_orbax(tmp_path / "orbax")[0].scan_layers is scan
     convert(tmp_path / "orbax", tmp_path / "hf", "hf")
 
     source = hf_io.read_hf_state(src)
@@ -59,8 +59,8 @@ def test_orbax_to_hf_to_orbax_is_bit_exact(hf_source, tmp_path):
     convert(src, tmp_path / "a", "orbax", scan=True)
     convert(tmp_path / "a", tmp_path / "hf", "hf")
     convert(tmp_path / "hf", tmp_path / "b", "orbax", scan=True)
-    cfg_a, params_a = orbax_io.load_orbax(tmp_path / "a")
-    cfg_b, params_b = orbax_io.load_orbax(tmp_path / "b")
+    cfg_a, params_a = loading.read_orbax(tmp_path / "a")
+    cfg_b, params_b = loading.read_orbax(tmp_path / "b")
     assert cfg_b == cfg_a.replace(name=cfg_b.name)  # the name follows the HF directory
     _assert_same_tree(params_b, params_a)
 
@@ -72,13 +72,13 @@ def test_scanned_and_unscanned_checkpoints_convert_into_each_other(hf_source, tm
     convert(tmp_path / "scanned", tmp_path / "unscanned2", "orbax", scan=False)
     convert(tmp_path / "unscanned", tmp_path / "scanned2", "orbax", scan=True)
     for a, b in (("unscanned", "unscanned2"), ("scanned", "scanned2")):
-        cfg_a, params_a = orbax_io.load_orbax(tmp_path / a)
-        cfg_b, params_b = orbax_io.load_orbax(tmp_path / b)
+        cfg_a, params_a = loading.read_orbax(tmp_path / a)
+        cfg_b, params_b = loading.read_orbax(tmp_path / b)
         assert cfg_a == cfg_b
         _assert_same_tree(params_b, params_a)
     # Without --scan/--no-scan the source layout is kept.
     convert(tmp_path / "scanned", tmp_path / "kept", "orbax")
-    assert orbax_io.load_orbax(tmp_path / "kept")[0].scan_layers
+    assert loading.read_orbax(tmp_path / "kept")[0].scan_layers
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -127,8 +127,8 @@ def test_torch_bin_single_and_sharded_read_identically_to_safetensors(tmp_path):
     torch_state = {k: v.numpy() for k, v in ref.state_dict().items()}
     _assert_same_state(hf_io.read_hf_state(tmp_path / "bin"), torch_state)
     _assert_same_state(hf_io.read_hf_state(tmp_path / "bin_sharded"), torch_state)
-    _, params = hf_io.read_hf_checkpoint(tmp_path / "single")
-    _, params_bin = hf_io.read_hf_checkpoint(tmp_path / "bin_sharded")
+    _, params = loading.read_hf(tmp_path / "single")
+    _, params_bin = loading.read_hf(tmp_path / "bin_sharded")
     _assert_same_tree(params_bin, params)
 
 
@@ -159,20 +159,21 @@ def test_checkpoint_without_optional_tied_copies_loads(tmp_path):
         (write_hf_dir(ref, tmp_path / "full") / "config.json").read_text()
     )
     torch.save(state, tmp_path / "src" / "pytorch_model.bin")
-    _, with_copies = hf_io.read_hf_checkpoint(tmp_path / "full")
-    _, without = hf_io.read_hf_checkpoint(tmp_path / "src")
+    _, with_copies = loading.read_hf(tmp_path / "full")
+    _, without = loading.read_hf(tmp_path / "src")
     _assert_same_tree(without, with_copies)
     assert np.asarray(without["itm_head"]["kernel"]).shape == (16, 2)
 
 
 def test_training_run_dir_converts_to_hf_bit_exactly(hf_source, tmp_path):
     kind, src, _ = hf_source
-    cfg, params = hf_io.read_hf_checkpoint(src, scan_layers=True)
+    ckpt = loading.load(src, scan_layers=True)
+    cfg, params = ckpt.config, ckpt.params
     checkpointing.save_params(tmp_path / "run", params, cfg, step=3)
     # A stage-2 run also trains a temperature leaf, which no exported layout has.
     params = {**params, "contrastive_temperature": np.asarray(0.07, np.float32)}
     checkpointing.save_params(tmp_path / "run", params, cfg, step=7)
-    fmt, step_dir = formats.resolve_checkpoint_dir(tmp_path / "run")
+    fmt, step_dir = loading.resolve(tmp_path / "run")
     assert (fmt, step_dir) == ("run", tmp_path / "run" / "checkpoints" / "7")
     convert(tmp_path / "run", tmp_path / "hf", "hf")
     source = hf_io.read_hf_state(src)
@@ -195,7 +196,7 @@ def test_boxed_param_trees_save_and_reload(tmp_path, scan):
     boxed = jax.tree.map(lambda x: rng.standard_normal(x.shape).astype(x.dtype), abstract)
     assert isinstance(boxed["token_embedder"]["embedding"], nn.Partitioned)
     plain = nn.unbox(boxed)
-    formats.save_checkpoint(tmp_path / "orbax", cfg, boxed, "orbax")
-    formats.save_checkpoint(tmp_path / "hf", cfg, boxed, "hf")
-    _assert_same_tree(orbax_io.load_orbax(tmp_path / "orbax")[1], plain)
-    _assert_same_tree(formats.load_checkpoint(tmp_path / "hf", scan_layers=scan).params, plain)
+    loading.save(tmp_path / "orbax", cfg, boxed, "orbax")
+    loading.save(tmp_path / "hf", cfg, boxed, "hf")
+    _assert_same_tree(loading.read_orbax(tmp_path / "orbax")[1], plain)
+    _assert_same_tree(loading.load(tmp_path / "hf", scan_layers=scan).params, plain)

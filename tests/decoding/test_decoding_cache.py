@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from codet5p_jax import families
 from codet5p_jax.config import get_preset
 from codet5p_jax.decoding import generate as generation
 from codet5p_jax.models import build_model, init_params
@@ -17,6 +18,9 @@ def tiny(request):
     model = build_model(cfg)
     params = jax.tree.map(np.asarray, init_params(cfg, jax.random.PRNGKey(0)))
     return cfg, model, params
+
+
+SPEC = families.get("t5").cache
 
 
 def make_cache(model, params, batch=2, enc_len=3, max_len=5):
@@ -40,9 +44,9 @@ def test_repeat_and_gather_touch_only_per_row_leaves(tiny):
     cfg, model, params = tiny
     cache = make_cache(model, params)
     before = leaves(cache)
-    repeated = leaves(generation.repeat_cache(cache, 3))
+    repeated = leaves(generation.repeat_cache(cache, 3, SPEC))
     rows = np.array([2, 0, 1, 5, 5, 3])
-    gathered = leaves(generation.gather_beams(generation.repeat_cache(cache, 3), rows))
+    gathered = leaves(generation.gather_beams(generation.repeat_cache(cache, 3, SPEC), rows, SPEC))
     for key, x in before.items():
         if key.endswith("['position']") or key.endswith("['key_positions']"):
             np.testing.assert_array_equal(repeated[key], x)

@@ -7,8 +7,8 @@ import numpy as np
 
 from codet5p_jax.cli.eval import main as eval_main
 from codet5p_jax.config import get_preset
-from codet5p_jax.convert.formats import save_checkpoint
 from codet5p_jax.evaluation.pass_at_k import estimate_pass_at_k
+from codet5p_jax.loading import save as save_checkpoint
 from codet5p_jax.models import init_params
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from codet5p_jax import checkpointing
 from codet5p_jax.cli import retrieval as retrieval_cli
+from codet5p_jax.cli.export_embedding import export_embedding
 from codet5p_jax.config import get_preset
-from codet5p_jax.convert.embedding_export import export_embedding
 from codet5p_jax.evaluation import retrieval
 from codet5p_jax.models import build_model, init_params
 from codet5p_jax.objectives.bimodal import TEMPERATURE_KEY, BimodalObjective

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
+from codet5p_jax import loading
 from codet5p_jax.cli import embed as embed_cli
 from codet5p_jax.config import get_preset
-from codet5p_jax.convert import formats
 from codet5p_jax.evaluation import retrieval
 from codet5p_jax.models import build_model, init_params
 
@@ -19,7 +19,7 @@ def embedding_dir(tmp_path_factory):
     cfg = get_preset("tiny-bimodal").replace(kind="embedding", num_decoder_layers=0)
     params = jax.device_get(nn.unbox(init_params(cfg, jax.random.PRNGKey(0))))
     path = tmp_path_factory.mktemp("embed") / "model"
-    formats.save_checkpoint(path, cfg, params, "hf")
+    loading.save(path, cfg, params, "hf")
     return path, cfg, params
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 import transformers
 
+from codet5p_jax import loading
 from codet5p_jax.config import get_preset
-from codet5p_jax.convert import formats
 from codet5p_jax.convert.embedding_export import embedding_from_bimodal
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.models import build_model, init_params
@@ -50,7 +50,7 @@ def test_export_to_embedding_layout_matches_torch_reference(tmp_path):
     model = build_model(cfg)
     params = _stage2_params(model, cfg)
     emb_cfg, emb_params = embedding_from_bimodal(cfg, strip_objective_params(params))
-    formats.save_checkpoint(tmp_path / "emb", emb_cfg, jax.device_get(emb_params), "hf")
+    loading.save(tmp_path / "emb", emb_cfg, jax.device_get(emb_params), "hf")
     hf_config = json.loads((tmp_path / "emb/config.json").read_text())
     assert hf_config["architectures"] == ["CodeT5p_Embedding"]
     assert hf_config["embed_dim"] == cfg.embed_dim

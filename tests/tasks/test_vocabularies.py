@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 import transformers
 
+from codet5p_jax.config import STAGE2_ADDED_TOKENS
 from tasks import vocabularies as V
 from tasks.tokenizer_training import train_bpe
 
@@ -40,6 +41,9 @@ def test_codet5_special_ids_match_hf(codet5_vocab, roberta):
     ]
     assert V.sentinel_id(0) == 32099 and V.sentinel_id(99) == 32000
     assert tuple(ids(["[ENC]", "[TDEC]", "[CDEC]"])) == (V.ENC_ID, V.TDEC_ID, V.CDEC_ID)
+    # The model side's ids (codet5p_jax.config, which tasks may not import) are the same ids.
+    task_ids = dict(zip(V.STAGE2_TOKENS, (V.ENC_ID, V.TDEC_ID, V.CDEC_ID), strict=True))
+    assert task_ids == STAGE2_ADDED_TOKENS
     assert codet5_vocab.pad_id == roberta.pad_token_id == 0
     assert codet5_vocab.cls_id == roberta.cls_token_id == 1
     assert codet5_vocab.eos_id == roberta.eos_token_id == 2

@@ -268,8 +268,8 @@ def test_initial_checkpoint_adds_new_heads(full_run, tmp_path, caplog, source):
     import jax
 
     from codet5p_jax import partitioning
-    from codet5p_jax.cli.convert import convert
     from codet5p_jax.config import get_preset
+    from codet5p_jax.loading import convert
     from codet5p_jax.models import build_model, init_args
     from codet5p_jax.train import initial_checkpoint
 
