@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from codet5p_jax.config import T5Config, from_hf_config
+from codet5p_jax.config import PRESETS, from_hf_config, to_hf_config
 from codet5p_jax.convert.hf_t5 import hf_to_params
 from codet5p_jax.models import build_model, decoder_only_inputs
 
@@ -223,16 +223,59 @@ def test_bf16_compute_keeps_float32_logits():
     assert relative_rms < BF16_RMS_RTOL, relative_rms
 
 
-def test_presets_have_released_shapes():
-    from codet5p_jax.config import PRESETS
+# The released HF configs (../shared/reference/CODET5P_FACTS.md §3.1-3.3): d_model, d_ff,
+# encoder / decoder layers, heads, d_kv, vocab_size, embed_dim. All six share 32 buckets, max
+# distance 128, epsilon 1e-6, relu, tied embeddings and pad / bos / eos ids 0 / 1 / 2.
+RELEASED = {
+    "codet5p-220m": ("t5", 768, 3072, 12, 12, 12, 64, 32100, None),
+    "codet5p-220m-py": ("t5", 768, 3072, 12, 12, 12, 64, 32100, None),
+    "codet5p-770m": ("t5", 1024, 4096, 24, 24, 16, 64, 32100, None),
+    "codet5p-770m-py": ("t5", 1024, 4096, 24, 24, 16, 64, 32100, None),
+    "codet5p-110m-embedding": ("codet5p_embedding", 768, 3072, 12, None, 12, 64, 32103, 256),
+    "codet5p-220m-bimodal": ("codet5p_bimodal", 768, 3072, 12, 12, 12, 64, 32103, 256),
+}
+RELEASED_COMMON = dict(
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    layer_norm_epsilon=1e-6,
+    feed_forward_proj="relu",
+    tie_word_embeddings=True,
+    pad_token_id=0,
+    bos_token_id=1,
+    eos_token_id=2,
+    decoder_start_token_id=0,
+)
 
-    assert PRESETS["codet5p-770m"].emb_dim == 1024 and PRESETS["codet5p-770m"].num_heads == 16
-    assert PRESETS["codet5p-110m-embedding"].num_decoder_layers == 0
-    assert PRESETS["codet5p-220m-bimodal"].vocab_size == 32103
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_presets_have_released_shapes(name):
+    model_type, d_model, d_ff, enc, dec, heads, d_kv, vocab, embed_dim = RELEASED[name]
+    want = dict(
+        RELEASED_COMMON,
+        model_type=model_type,
+        d_model=d_model,
+        d_ff=d_ff,
+        num_layers=enc,
+        num_heads=heads,
+        d_kv=d_kv,
+        vocab_size=vocab,
+    )
+    if dec is not None:
+        want["num_decoder_layers"] = dec
+    if embed_dim is not None:
+        want["embed_dim"] = embed_dim
+    hf = to_hf_config(PRESETS[name])
+    assert {k: hf.get(k) for k in want} == want
+    assert ("num_decoder_layers" in hf) == (dec is not None)
+    assert ("embed_dim" in hf) == (embed_dim is not None)
+    # And the released config reads back as the preset.
+    assert from_hf_config(want) == PRESETS[name].replace(name="custom")
+
+
+def test_unsupported_hf_configs_are_rejected():
     with pytest.raises(ValueError, match="feed_forward_proj"):
         from_hf_config(
             HF_CONFIGS["unequal_depths"] | {"model_type": "t5", "feed_forward_proj": "gated-gelu"}
         )
     with pytest.raises(ValueError, match="Unsupported model_type"):
         from_hf_config({"model_type": "codegen"})
-    assert isinstance(T5Config(), T5Config)
