@@ -205,16 +205,58 @@ def test_queue_order_and_ema_value_across_steps(setup):
     assert not np.isin(np.arange(B), np.asarray(extra["id_queue"])).any()
 
 
-def test_token_queues_feed_hard_negatives(setup):
+def test_hard_negatives_from_queue_come_from_the_queued_pairs(setup):
+    """Step 2 mines its ITM negatives among the batch and the 4 pairs queued at step 1: the most
+    similar non-positive candidate by the contrastive similarity, whose tokens come from the
+    token queues. Two decoys must not be picked although they are the most similar candidates
+    (cosine 1): row 1 repeats queued pair 11 (same id, so a positive) whose code tokens are its
+    text tokens, and the unwritten queue slots 4..7 hold copies of batch 2's own features."""
     model, boxed = setup
+    temp = 0.07
     obj = make_objective(model, hard_negatives_from_queue=True, text_length=LT, code_length=LC)
     params = nn.unbox(obj.init_params(boxed))
+    net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
-    b = make_batch(4)
-    _, (m, new) = obj.loss_fn(params, extra, b, jax.random.PRNGKey(0))
-    np.testing.assert_array_equal(np.asarray(new["text_token_queue"])[:B], b["text_tokens"])
-    np.testing.assert_array_equal(np.asarray(new["code_token_queue"])[:B], b["code_tokens"])
-    assert np.isfinite(float(m["loss_itm"]))
+    loss_fn = jax.jit(lambda p, e, b: obj.loss_fn(p, e, b, jax.random.PRNGKey(2)))
+    b1 = make_batch(4, ids=[10, 11, 12, 13])
+    b1["code_tokens"][1] = np.pad(b1["text_tokens"][1], (0, LC - LT))
+    _, (_, extra1) = loss_fn(params, extra, b1)
+    np.testing.assert_array_equal(np.asarray(extra1["text_token_queue"])[:B], b1["text_tokens"])
+    np.testing.assert_array_equal(np.asarray(extra1["code_token_queue"])[:B], b1["code_tokens"])
+    b2 = make_batch(5, ids=[20, 11, 21, 22])
+    b2["text_tokens"][1], b2["code_tokens"][1] = b1["text_tokens"][1], b1["code_tokens"][1]
+
+    # numpy: candidates are batch 2, then the queued batch 1 (momentum == online params here).
+    t, c = b2["text_tokens"], b2["code_tokens"]
+    cand_t, cand_c = np.concatenate([t, b1["text_tokens"]]), np.concatenate([c, b1["code_tokens"]])
+    tf, cf = _np_features(model, net, cand_t), _np_features(model, net, cand_c)
+    assert np.allclose(tf[1], cf[1], atol=1e-5) and np.allclose(tf[1], cf[B + 1], atol=1e-5)
+    extra1 = dict(extra1)
+    extra1["code_queue"] = extra1["code_queue"].at[B:].set(tf[:B])
+    extra1["text_queue"] = extra1["text_queue"].at[B:].set(cf[:B])
+    _, (m2, _) = loss_fn(params, extra1, b2)
+
+    ids = np.array([20, 11, 21, 22, 10, 11, 12, 13])
+    positive = (ids[:B, None] == ids[None, :]) | np.eye(B, 2 * B, dtype=bool)
+    s_t2c = np.where(positive, -np.inf, tf[:B] @ cf.T / temp)
+    s_c2t = np.where(positive, -np.inf, cf[:B] @ tf.T / temp)
+    neg_code, neg_text = s_t2c.argmax(1), s_c2t.argmax(1)
+    # The data exercise the queue: both directions pick queued pairs, each by a clear margin
+    # over the best candidate with other tokens (pair 11's code is there twice: an exact tie).
+    assert (neg_code >= B).any() and (neg_text >= B).any(), (neg_code, neg_text)
+    for sim, picked, cand in ((s_t2c, neg_code, cand_c), (s_c2t, neg_text, cand_t)):
+        for row, k in enumerate(picked):
+            other = [j for j in range(2 * B) if not np.array_equal(cand[j], cand[k])]
+            assert sim[row, k] - sim[row, other].max() > 1e-3
+    logits = _np_itm_logits(
+        model,
+        net,
+        np.concatenate([t, t, cand_t[neg_text]]),
+        np.concatenate([c, cand_c[neg_code], c]),
+    )
+    labels = np.array([1] * B + [0] * 2 * B)
+    itm = -np.mean(_log_softmax(logits)[np.arange(3 * B), labels])
+    np.testing.assert_allclose(float(m2["loss_itm"]), itm, **TOL)
 
 
 def test_boxed_extra_state_keeps_boxes_and_temperature_gets_gradient(setup):
