@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding
-from test_bimodal import make_batch
+from testlib import make_bimodal_batch
 
 from codet5p_jax import checkpointing, partitioning
 from codet5p_jax.config import get_preset
@@ -36,7 +36,7 @@ def test_two_steps_on_8_devices_equal_single_device(parts):
     obj, boxed, extra_boxed = parts
     assert jax.device_count() == 8
     params, extra = nn.unbox(boxed), nn.unbox(extra_boxed)
-    batches = [make_batch(s, ids=np.arange(8) + 10 * s, bsz=8) for s in range(2)]
+    batches = [make_bimodal_batch(s, ids=np.arange(8) + 10 * s, bsz=8) for s in range(2)]
 
     def run(step_fn, p, e):
         outs = []
@@ -89,7 +89,7 @@ def test_state_equal_after_checkpoint_and_resume(parts, tmp_path):
     params, extra = nn.unbox(boxed), nn.unbox(extra_boxed)
     step = jax.jit(lambda p, e, b, r: obj.loss_fn(p, e, b, r))
     _, (_, extra) = step(
-        params, extra, make_batch(0, ids=np.arange(8), bsz=8), jax.random.PRNGKey(0)
+        params, extra, make_bimodal_batch(0, ids=np.arange(8), bsz=8), jax.random.PRNGKey(0)
     )
     tx = optimizers.make_optimizer(params, learning_rate=1e-3)
     state = TrainState(
@@ -130,7 +130,7 @@ def test_state_equal_after_checkpoint_and_resume(parts, tmp_path):
     # One more step from the original and from the restored state (gathered to one device, so
     # both run the same single-device program): bit-identical.
     restored_extra = jax.device_get(restored.extra)
-    b1 = make_batch(1, ids=np.arange(8) + 8, bsz=8)
+    b1 = make_bimodal_batch(1, ids=np.arange(8) + 8, bsz=8)
     l_a, (m_a, e_a) = step(params, extra, b1, jax.random.PRNGKey(1))
     l_b, (m_b, e_b) = step(params, restored_extra, b1, jax.random.PRNGKey(1))
     assert float(l_a) == float(l_b)
