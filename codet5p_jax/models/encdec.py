@@ -166,7 +166,9 @@ class Decoder(nn.Module):
         if return_hidden:
             return x
         # Tied embeddings (T5 v1.0): HF rescales by d_model**-0.5 before the shared-table logits.
-        logits = self.shared_embedding.attend(x * cfg.emb_dim**-0.5)
+        # In float32 (part of the logits' float32 island): a bf16 product would round the
+        # constant to bf16 too, scaling every logit by 1.0013 (d_model 768).
+        logits = self.shared_embedding.attend(x.astype(jnp.float32) * cfg.emb_dim**-0.5)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 

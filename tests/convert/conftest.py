@@ -1,7 +1,7 @@
 """Fixtures of tests/convert: one tiny released-style HF checkpoint per CodeT5+ T5-family kind."""
 
 import pytest
-from tiny_checkpoints import KINDS, build_reference, write_hf_dir
+from testlib import KINDS, build_reference, write_hf_dir
 
 
 @pytest.fixture(scope="module", params=KINDS)

@@ -10,7 +10,7 @@ import sys
 import pytest
 import safetensors.numpy
 import torch
-from tiny_checkpoints import build_reference, write_hf_dir
+from testlib import build_reference, write_hf_dir
 
 from codet5p_jax import cli as top_cli
 from codet5p_jax.cli.convert import main

@@ -8,7 +8,7 @@ import pytest
 import safetensors.torch
 import torch
 import transformers
-from tiny_checkpoints import SMALL, build_reference, write_hf_dir
+from testlib import SMALL, build_reference, write_hf_dir
 
 from codet5p_jax.cli.convert import main
 from codet5p_jax.pretrained import from_pretrained

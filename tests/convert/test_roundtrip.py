@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 import torch
-from tiny_checkpoints import TOKENIZER_FILES, build_reference, write_hf_dir
+from testlib import TOKENIZER_FILES, build_reference, write_hf_dir
 
 from codet5p_jax import checkpointing, loading
 from codet5p_jax.config import PRESETS

@@ -52,7 +52,10 @@ def test_scanned_leaf_is_the_stack_of_block_leaves():
     assert scanned["embedding_proj"] is params["embedding_proj"]
 
 
-def test_hf_to_params_scanned_equals_scan_of_unscanned():
+def test_hf_to_params_scanned_holds_block_i_at_index_i():
+    """The scanned conversion, leaf by leaf, against the unscanned one (itself checked against
+    HF torch in tests/models): `layers/<path>[i]` is `layers_<i>/<path>` bit for bit, for every
+    block of both stacks; stack-level params and heads are the unscanned ones."""
     cfg, params = _params()
     rng = np.random.default_rng(0)
     state = {
@@ -60,7 +63,23 @@ def test_hf_to_params_scanned_equals_scan_of_unscanned():
         for r in hf_t5.rule_table(cfg).rules
     }
     direct = hf_t5.hf_to_params(state, cfg.replace(scan_layers=True))
-    assert _bit_equal(direct, scan_params(params, cfg))
+    assert sorted(direct) == sorted(params)
+    for stack, depth in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
+        assert depth > 1
+        blocks = [params[stack][f"layers_{i}"] for i in range(depth)]
+        block_names = {f"layers_{i}" for i in range(depth)}
+        assert set(direct[stack]) == {"layers"} | (set(params[stack]) - block_names)
+        stacked = dict(jax.tree_util.tree_leaves_with_path(direct[stack]["layers"]))
+        for i, block in enumerate(blocks):
+            for path, leaf in jax.tree_util.tree_leaves_with_path(block):
+                got = np.asarray(stacked[path])
+                assert got.shape == (depth, *leaf.shape), (stack, path)
+                name = f"{stack}/layers_{i}{jax.tree_util.keystr(path)}"
+                assert got[i].dtype == leaf.dtype and got[i].tobytes() == leaf.tobytes(), name
+        others = {k: v for k, v in params[stack].items() if not k.startswith("layers_")}
+        assert _bit_equal({k: v for k, v in direct[stack].items() if k != "layers"}, others)
+    heads = [k for k in params if k not in ("encoder", "decoder")]
+    assert _bit_equal({k: direct[k] for k in heads}, {k: params[k] for k in heads})
     back = hf_t5.params_to_hf(direct, cfg.replace(scan_layers=True))
     assert all(back[k].tobytes() == v.tobytes() for k, v in state.items())
 

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from tiny_checkpoints import build_reference, write_hf_dir
+from testlib import build_reference, write_hf_dir
 
 from codet5p_jax.convert import torch_pickle
 from codet5p_jax.convert.mapping import ConversionError

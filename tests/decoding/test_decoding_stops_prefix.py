@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import hf_generate, padded_prompts
+from testlib import hf_generate, padded_prompts
 
 from codet5p_jax.decoding.generate import generate
 from codet5p_jax.decoding.sampling import stop_sequence_table

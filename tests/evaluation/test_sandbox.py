@@ -5,6 +5,7 @@ sandbox uid is killed after each run, which the tests check through /proc.
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -138,10 +139,38 @@ def test_parallel_results_keep_input_order():
     assert [r.stdout.strip() for r in results] == [str(i) for i in range(12)]
 
 
+def _kill_parent_program(evaluator: int) -> str:
+    return f"""
+        import os, time
+        print(os.getpid(), os.getppid(), flush=True)
+        if os.getppid() != {evaluator}:  # never kill the test process, whatever the sandbox does
+            os.kill(os.getppid(), 9)
+        time.sleep(30)
+    """
+
+
 def test_killing_the_parent_fails_the_sample_only():
-    result = _run("import os\nos.kill(os.getppid(), 9)\nimport time\ntime.sleep(0.5)")
-    assert not result.passed
-    assert os.getpid() > 0  # still here: the parent was the launcher, not this process
+    """The program SIGKILLs its parent (the same uid: no privilege drop, as when not root). That
+    parent must be the sandbox's launcher, not this (evaluator) process; the sample fails for
+    that reason, neither it nor the launcher keeps running, and the next sample runs normally."""
+    evaluator = os.getpid()
+    config = sandbox.SandboxConfig(timeout=5.0, drop_privileges=False)
+    result = _run(_kill_parent_program(evaluator), config)
+    program, parent = map(int, result.stdout.split())
+    assert parent != evaluator
+    left = [p for p, _, _, state in sandbox._processes() if p in (program, parent) and state != "Z"]
+    for pid in left:  # clean up before failing, so a broken sandbox leaves nothing behind
+        os.kill(pid, signal.SIGKILL)
+    assert not result.passed and result.result == "failed: launcher killed by signal 9"
+    assert left == []
+    assert _run("print('next')", config).stdout == "next\n"
+
+
+@root_only
+def test_dropped_privileges_cannot_kill_the_launcher():
+    result = _run(_kill_parent_program(os.getpid()))
+    assert result.uid is not None and int(result.stdout.split()[1]) != os.getpid()
+    assert not result.passed and "PermissionError" in result.result
 
 
 @root_only

@@ -1,6 +1,5 @@
 """RMS norm vs HF `T5LayerNorm`."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -22,10 +21,22 @@ def test_rms_norm_matches_hf():
 
 
 def test_rms_norm_statistics_in_float32_under_bf16():
-    # Values whose squares overflow bfloat16's 8-bit mantissa sums: stats must stay float32.
-    x = jnp.full((1, 1, 4096), 300.0, jnp.bfloat16)
-    params = {"scale": jnp.ones((4096,), jnp.float32)}
-    y = RMSNorm(T5Config(dtype="bfloat16")).apply({"params": params}, x)
+    """bf16 in, bf16 out, but each output is the bf16 rounding of the exact (float64) result.
+
+    With float32 statistics the only bf16 rounding is the final cast, so every element lies
+    within half a bf16 ulp (2**-8 of its binade) of the float64 value, plus float32 slack (1e-6
+    relative). Statistics in bf16 round the variance and the rsqrt factor to 8 bits first; about
+    40% of these elements then land one ulp off. Rows span six decades of scale.
+    """
+    rng = np.random.default_rng(0)
+    magnitude = np.logspace(-3, 3, 16)[:, None]
+    x = (rng.standard_normal((16, 1024)) * magnitude).astype(jnp.bfloat16)
+    params = {"scale": jnp.ones((1024,), jnp.float32)}  # 1.0 is exact: no second rounding
+    y = RMSNorm(T5Config(dtype="bfloat16")).apply({"params": params}, jnp.asarray(x))
     assert y.dtype == jnp.bfloat16
-    np.testing.assert_allclose(np.asarray(y, np.float32), 1.0, rtol=1e-2)
-    assert not np.any(np.isnan(np.asarray(jax.device_get(y), np.float32)))
+    x64 = x.astype(np.float64)
+    expected = x64 / np.sqrt(np.mean(x64**2, axis=-1, keepdims=True) + 1e-6)
+    half_ulp = 2.0 ** (np.floor(np.log2(np.abs(expected))) - 8)
+    error = np.abs(np.asarray(y, np.float64) - expected)
+    bad = error > half_ulp + 1e-6 * np.abs(expected)
+    assert not bad.any(), f"{bad.mean():.1%} of elements are not the rounded float64 value"

@@ -10,36 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from testlib import BIMODAL_CODE_LENGTH, BIMODAL_TEXT_LENGTH, make_bimodal_batch
 
 from codet5p_jax.config import get_preset
 from codet5p_jax.models import build_model, init_params
 from codet5p_jax.objectives.bimodal import TEMPERATURE_KEY, BimodalObjective
 
 TOL = dict(rtol=1e-5, atol=1e-5)
-B, LT, LC, Q = 4, 8, 12, 8
-CDEC, TDEC = 32102, 32101
-
-
-def make_batch(seed: int, ids=None, bsz: int = B) -> dict[str, np.ndarray]:
-    """Random `[CLS] ... </s>` texts and codes of varied lengths, with shifted decoder features."""
-    rng = np.random.default_rng(seed)
-    B = bsz  # noqa: N806
-    text = np.zeros((B, LT), np.int32)
-    code = np.zeros((B, LC), np.int32)
-    for i in range(B):
-        nt, nc = rng.integers(2, LT - 1), rng.integers(3, LC - 1)
-        text[i, : nt + 2] = [1, *rng.integers(5, 32000, nt), 2]
-        code[i, : nc + 2] = [1, *rng.integers(5, 32000, nc), 2]
-    batch = dict(text_tokens=text, code_tokens=code)
-    for prefix, start, seq in (("text_to_code", CDEC, code), ("code_to_text", TDEC, text)):
-        target = np.concatenate([seq[:, 1:], np.zeros((B, 1), np.int32)], axis=1)
-        dec_in = np.concatenate([np.full((B, 1), start, np.int32), target[:, :-1]], axis=1)
-        batch[f"{prefix}_decoder_input_tokens"] = dec_in
-        batch[f"{prefix}_decoder_target_tokens"] = target
-        batch[f"{prefix}_decoder_loss_weights"] = (target != 0).astype(np.int32)
-    if ids is not None:
-        batch["pair_ids"] = np.asarray(ids, np.int32)
-    return batch
+B, Q = 4, 8
+LT, LC = BIMODAL_TEXT_LENGTH, BIMODAL_CODE_LENGTH
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +75,7 @@ def test_each_loss_matches_numpy_reference_on_first_and_second_step(setup):
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
     temp = 0.07
-    b1 = make_batch(0, ids=[10, 11, 12, 13])
+    b1 = make_bimodal_batch(0, ids=[10, 11, 12, 13])
     loss_fn = jax.jit(lambda p, e, b: obj.loss_fn(p, e, b, jax.random.PRNGKey(2)))
     loss, (m, extra1) = loss_fn(params, extra, b1)
 
@@ -128,7 +107,7 @@ def test_each_loss_matches_numpy_reference_on_first_and_second_step(setup):
 
     # Step 2: batch 2 repeats pair 11 (same id): its queued copy is a second positive; the other
     # queued features are extra negatives; unwritten slots stay excluded.
-    b2 = make_batch(1, ids=[20, 11, 21, 22])
+    b2 = make_bimodal_batch(1, ids=[20, 11, 21, 22])
     b2["text_tokens"][1], b2["code_tokens"][1] = b1["text_tokens"][1], b1["code_tokens"][1]
     _, (m2, _) = loss_fn(params, extra1, b2)
     tq, cq = np.asarray(extra1["text_queue"])[:B], np.asarray(extra1["code_queue"])[:B]
@@ -155,7 +134,7 @@ def test_soft_targets_use_momentum_similarity(setup):
     params = nn.unbox(obj.init_params(boxed))
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
-    b = make_batch(3)
+    b = make_bimodal_batch(3)
     loss, (m, _) = obj.loss_fn(params, extra, b, jax.random.PRNGKey(0))
     tf, cf = _np_features(model, net, b["text_tokens"]), _np_features(model, net, b["code_tokens"])
     sim = tf @ cf.T / 0.07
@@ -180,7 +159,7 @@ def test_queue_order_and_ema_value_across_steps(setup):
     for step in range(3):
         # A fake optimizer update, so online and momentum params differ from step 2 on.
         params = jax.tree.map(lambda x, s=step: x + 0.01 * s, params)
-        batch = make_batch(10 + step, ids=np.arange(B) + 100 * step)
+        batch = make_bimodal_batch(10 + step, ids=np.arange(B) + 100 * step)
         _, (_, new) = loss_fn(params, extra, batch)
         online = {k: params[k] for k in momentum}
         momentum = jax.tree.map(lambda m, p: 0.9 * m + 0.1 * np.asarray(p), momentum, online)
@@ -205,16 +184,58 @@ def test_queue_order_and_ema_value_across_steps(setup):
     assert not np.isin(np.arange(B), np.asarray(extra["id_queue"])).any()
 
 
-def test_token_queues_feed_hard_negatives(setup):
+def test_hard_negatives_from_queue_come_from_the_queued_pairs(setup):
+    """Step 2 mines its ITM negatives among the batch and the 4 pairs queued at step 1: the most
+    similar non-positive candidate by the contrastive similarity, whose tokens come from the
+    token queues. Two decoys must not be picked although they are the most similar candidates
+    (cosine 1): row 1 repeats queued pair 11 (same id, so a positive) whose code tokens are its
+    text tokens, and the unwritten queue slots 4..7 hold copies of batch 2's own features."""
     model, boxed = setup
+    temp = 0.07
     obj = make_objective(model, hard_negatives_from_queue=True, text_length=LT, code_length=LC)
     params = nn.unbox(obj.init_params(boxed))
+    net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
-    b = make_batch(4)
-    _, (m, new) = obj.loss_fn(params, extra, b, jax.random.PRNGKey(0))
-    np.testing.assert_array_equal(np.asarray(new["text_token_queue"])[:B], b["text_tokens"])
-    np.testing.assert_array_equal(np.asarray(new["code_token_queue"])[:B], b["code_tokens"])
-    assert np.isfinite(float(m["loss_itm"]))
+    loss_fn = jax.jit(lambda p, e, b: obj.loss_fn(p, e, b, jax.random.PRNGKey(2)))
+    b1 = make_bimodal_batch(4, ids=[10, 11, 12, 13])
+    b1["code_tokens"][1] = np.pad(b1["text_tokens"][1], (0, LC - LT))
+    _, (_, extra1) = loss_fn(params, extra, b1)
+    np.testing.assert_array_equal(np.asarray(extra1["text_token_queue"])[:B], b1["text_tokens"])
+    np.testing.assert_array_equal(np.asarray(extra1["code_token_queue"])[:B], b1["code_tokens"])
+    b2 = make_bimodal_batch(5, ids=[20, 11, 21, 22])
+    b2["text_tokens"][1], b2["code_tokens"][1] = b1["text_tokens"][1], b1["code_tokens"][1]
+
+    # numpy: candidates are batch 2, then the queued batch 1 (momentum == online params here).
+    t, c = b2["text_tokens"], b2["code_tokens"]
+    cand_t, cand_c = np.concatenate([t, b1["text_tokens"]]), np.concatenate([c, b1["code_tokens"]])
+    tf, cf = _np_features(model, net, cand_t), _np_features(model, net, cand_c)
+    assert np.allclose(tf[1], cf[1], atol=1e-5) and np.allclose(tf[1], cf[B + 1], atol=1e-5)
+    extra1 = dict(extra1)
+    extra1["code_queue"] = extra1["code_queue"].at[B:].set(tf[:B])
+    extra1["text_queue"] = extra1["text_queue"].at[B:].set(cf[:B])
+    _, (m2, _) = loss_fn(params, extra1, b2)
+
+    ids = np.array([20, 11, 21, 22, 10, 11, 12, 13])
+    positive = (ids[:B, None] == ids[None, :]) | np.eye(B, 2 * B, dtype=bool)
+    s_t2c = np.where(positive, -np.inf, tf[:B] @ cf.T / temp)
+    s_c2t = np.where(positive, -np.inf, cf[:B] @ tf.T / temp)
+    neg_code, neg_text = s_t2c.argmax(1), s_c2t.argmax(1)
+    # The data exercise the queue: both directions pick queued pairs, each by a clear margin
+    # over the best candidate with other tokens (pair 11's code is there twice: an exact tie).
+    assert (neg_code >= B).any() and (neg_text >= B).any(), (neg_code, neg_text)
+    for sim, picked, cand in ((s_t2c, neg_code, cand_c), (s_c2t, neg_text, cand_t)):
+        for row, k in enumerate(picked):
+            other = [j for j in range(2 * B) if not np.array_equal(cand[j], cand[k])]
+            assert sim[row, k] - sim[row, other].max() > 1e-3
+    logits = _np_itm_logits(
+        model,
+        net,
+        np.concatenate([t, t, cand_t[neg_text]]),
+        np.concatenate([c, cand_c[neg_code], c]),
+    )
+    labels = np.array([1] * B + [0] * 2 * B)
+    itm = -np.mean(_log_softmax(logits)[np.arange(3 * B), labels])
+    np.testing.assert_allclose(float(m2["loss_itm"]), itm, **TOL)
 
 
 def test_boxed_extra_state_keeps_boxes_and_temperature_gets_gradient(setup):
@@ -226,10 +247,11 @@ def test_boxed_extra_state_keeps_boxes_and_temperature_gets_gradient(setup):
         extra["momentum_params"], is_leaf=lambda x: isinstance(x, nn.Partitioned)
     )[0]
     assert isinstance(leaf, nn.Partitioned)
-    grad_fn = jax.grad(lambda p: obj.loss_fn(p, extra, make_batch(5), jax.random.PRNGKey(0))[0])
+    batch = make_bimodal_batch(5)
+    grad_fn = jax.grad(lambda p: obj.loss_fn(p, extra, batch, jax.random.PRNGKey(0))[0])
     grads = grad_fn(nn.unbox(params))
     assert float(jnp.abs(grads[TEMPERATURE_KEY])) > 0.0
-    _, (_, new) = obj.loss_fn(nn.unbox(params), extra, make_batch(5), jax.random.PRNGKey(0))
+    _, (_, new) = obj.loss_fn(nn.unbox(params), extra, batch, jax.random.PRNGKey(0))
     new_leaf = jax.tree.leaves(
         new["momentum_params"], is_leaf=lambda x: isinstance(x, nn.Partitioned)
     )[0]
@@ -244,7 +266,7 @@ def test_bad_configuration_and_batches_are_rejected(setup):
     params = nn.unbox(obj.init_params(boxed))
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
     with pytest.raises(ValueError, match="queue_size=10 must be a positive multiple"):
-        obj.loss_fn(params, extra, make_batch(0), jax.random.PRNGKey(0))
+        obj.loss_fn(params, extra, make_bimodal_batch(0), jax.random.PRNGKey(0))
     embed_model = build_model(
         get_preset("tiny-bimodal").replace(kind="embedding", num_decoder_layers=0)
     )
@@ -263,7 +285,7 @@ def test_temperature_gradient_treats_soft_targets_as_constants(setup):
     params = nn.unbox(obj.init_params(boxed))
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     extra = obj.init_extra_state(nn.unbox(boxed), jax.random.PRNGKey(1))
-    b = make_batch(6)
+    b = make_bimodal_batch(6)
     grads = jax.grad(lambda p: obj.loss_fn(p, extra, b, jax.random.PRNGKey(0))[0])(params)
     tf, cf = _np_features(model, net, b["text_tokens"]), _np_features(model, net, b["code_tokens"])
 

@@ -13,6 +13,7 @@ import optax
 import pytest
 import torch
 import transformers
+from testlib import make_bimodal_batch
 
 from codet5p_jax import loading
 from codet5p_jax.config import get_preset
@@ -24,8 +25,6 @@ from codet5p_jax.objectives.bimodal import BimodalObjective, strip_objective_par
 
 def _stage2_params(model, cfg, steps: int = 2):
     """A few real stage-2 (contrastive) updates, so the exported weights are trained ones."""
-    from test_bimodal import make_batch
-
     obj = BimodalObjective(model, queue_size=8, itm_weight=0.0, t2c_weight=0.0, c2t_weight=0.0)
     boxed = obj.init_params(init_params(cfg, jax.random.PRNGKey(0)))
     params, extra = nn.unbox(boxed), nn.unbox(obj.init_extra_state(boxed, jax.random.PRNGKey(1)))
@@ -41,7 +40,7 @@ def _stage2_params(model, cfg, steps: int = 2):
         return optax.apply_updates(params, updates), opt, extra
 
     for s in range(steps):
-        params, opt, extra = step(params, opt, extra, make_batch(s))
+        params, opt, extra = step(params, opt, extra, make_bimodal_batch(s))
     return params
 
 

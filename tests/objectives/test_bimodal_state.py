@@ -2,16 +2,18 @@
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding
-from test_bimodal import make_batch
+from testlib import make_bimodal_batch
 
-from codet5p_jax import partitioning
+from codet5p_jax import checkpointing, partitioning
 from codet5p_jax.config import get_preset
 from codet5p_jax.models import build_model, init_params
 from codet5p_jax.objectives.bimodal import BimodalObjective
+from codet5p_jax.train import optimizers
+from codet5p_jax.train.state import TrainState
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -34,7 +36,7 @@ def test_two_steps_on_8_devices_equal_single_device(parts):
     obj, boxed, extra_boxed = parts
     assert jax.device_count() == 8
     params, extra = nn.unbox(boxed), nn.unbox(extra_boxed)
-    batches = [make_batch(s, ids=np.arange(8) + 10 * s, bsz=8) for s in range(2)]
+    batches = [make_bimodal_batch(s, ids=np.arange(8) + 10 * s, bsz=8) for s in range(2)]
 
     def run(step_fn, p, e):
         outs = []
@@ -79,27 +81,58 @@ def test_two_steps_on_8_devices_equal_single_device(parts):
 
 
 def test_state_equal_after_checkpoint_and_resume(parts, tmp_path):
+    """The trainer's `checkpointing.Checkpointer` saves a `TrainState` with the objective's extra
+    state and restores it into the 8-device layout (momentum params sharded like the params):
+    every leaf comes back bit for bit, and the next step from it is bit-identical."""
     obj, boxed, extra_boxed = parts
+    cfg = obj.model.config
     params, extra = nn.unbox(boxed), nn.unbox(extra_boxed)
     step = jax.jit(lambda p, e, b, r: obj.loss_fn(p, e, b, r))
     _, (_, extra) = step(
-        params, extra, make_batch(0, ids=np.arange(8), bsz=8), jax.random.PRNGKey(0)
+        params, extra, make_bimodal_batch(0, ids=np.arange(8), bsz=8), jax.random.PRNGKey(0)
+    )
+    tx = optimizers.make_optimizer(params, learning_rate=1e-3)
+    state = TrainState(
+        step=jnp.asarray(1, jnp.int32), params=params, opt_state=tx.init(params), extra=extra
     )
 
-    ckpt = ocp.StandardCheckpointer()
-    ckpt.save(tmp_path / "extra", extra)
-    ckpt.wait_until_finished()
-    restored = ckpt.restore(
-        tmp_path / "extra", jax.tree.map(ocp.utils.to_shape_dtype_struct, extra)
+    ckpt = checkpointing.Checkpointer(tmp_path, save_every=1)
+    meta = {"model_config": checkpointing.config_to_dict(cfg), "data": {"batches_consumed": 1}}
+    assert ckpt.save(1, state, meta)
+    ckpt.wait()
+    assert ckpt.latest_step() == 1
+    mesh = partitioning.make_mesh(data=2, fsdp=4)
+    rules = partitioning.get_axis_rules("fsdp")
+    p_sh = partitioning.logical_to_shardings(boxed, mesh, rules)
+    repl = partitioning.replicated(mesh)
+    shardings = TrainState(
+        step=repl,
+        params=p_sh,
+        opt_state=partitioning.shardings_like_params(state.opt_state, p_sh, params, mesh),
+        extra=partitioning.logical_to_shardings(extra_boxed, mesh, rules),
     )
-    jax.tree.map(
-        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), extra, restored
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), state, shardings
     )
+    restored, restored_meta = ckpt.restore(1, abstract, cfg)
+    ckpt.close()
+    assert int(restored.step) == 1 and restored_meta["data"] == {"batches_consumed": 1}
+    wi = lambda extra: extra["momentum_params"]["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert wi(restored.extra).sharding == wi(shardings.extra)
+    assert len(wi(restored.extra).sharding.device_set) == 8
+    for name in ("params", "opt_state", "extra"):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+            getattr(state, name),
+            getattr(restored, name),
+        )
 
-    # One more step from the original and from the restored state: bit-identical.
-    b1 = make_batch(1, ids=np.arange(8) + 8, bsz=8)
+    # One more step from the original and from the restored state (gathered to one device, so
+    # both run the same single-device program): bit-identical.
+    restored_extra = jax.device_get(restored.extra)
+    b1 = make_bimodal_batch(1, ids=np.arange(8) + 8, bsz=8)
     l_a, (m_a, e_a) = step(params, extra, b1, jax.random.PRNGKey(1))
-    l_b, (m_b, e_b) = step(params, restored, b1, jax.random.PRNGKey(1))
+    l_b, (m_b, e_b) = step(params, restored_extra, b1, jax.random.PRNGKey(1))
     assert float(l_a) == float(l_b)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), e_a, e_b)
     assert int(e_b["queue_ptr"]) == 0 and int(e_b["queue_filled"]) == 16

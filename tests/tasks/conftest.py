@@ -15,7 +15,7 @@ import sysconfig
 import tempfile
 
 import pytest
-from task_samples import GO_SOURCE, JAVA_SOURCE, PY_SOURCE, SAMPLE_MODULES, STDLIB_FILES
+from testlib import GO_SOURCE, JAVA_SOURCE, PY_SOURCE, SAMPLE_MODULES, STDLIB_FILES
 
 _SHARED = pathlib.Path(
     os.environ.get("CODET5P_SHARED", pathlib.Path(__file__).resolve().parents[2].parent / "shared")

@@ -5,7 +5,7 @@ import json
 import pathlib
 
 import pytest
-from task_samples import PY_SOURCE, STDLIB_FILES
+from testlib import PY_SOURCE, STDLIB_FILES
 
 from tasks import corpus_cache as C
 from tasks import corpus_sources as S

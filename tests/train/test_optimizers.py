@@ -12,18 +12,17 @@ from codet5p_jax.train import optimizers, step
 @pytest.mark.parametrize(
     "name,at,want",
     [
+        # Warm-up: linear from 0 to the peak at step 10, for every schedule.
         ("constant", [0, 5, 10, 60], [0.0, 0.5, 1.0, 1.0]),
         ("linear", [0, 10, 60, 110], [0.0, 1.0, 0.5, 0.0]),
-        ("cosine", [10, 60, 110], [1.0, 0.5, 0.0]),
-        ("rsqrt", [10, 30, 90], [1.0, 0.5, 1 / 3]),
+        ("cosine", [5, 10, 60, 110], [0.5, 1.0, 0.5, 0.0]),
+        # T5's inverse square root, peak * sqrt(warmup / step) after warm-up: 1, 1/2, 1/3 at
+        # steps 10, 40 (= 4 * 10), 90 (= 9 * 10).
+        ("rsqrt", [5, 10, 40, 90], [0.5, 1.0, 0.5, 1 / 3]),
     ],
 )
 def test_schedules(name, at, want):
-    # rsqrt: peak * sqrt(w / (s - w + w)) after warm-up, i.e. sqrt(10 / (10 + s - 10)).
     sched = optimizers.make_schedule(name=name, peak_value=1.0, warmup_steps=10, total_steps=110)
-    if name == "rsqrt":
-        # sqrt(10 / (k + 10)) at k = step - 10.
-        want = [np.sqrt(10 / (s - 10 + 10)) for s in at]
     np.testing.assert_allclose([float(sched(s)) for s in at], want, rtol=1e-6, atol=1e-7)
 
 
@@ -94,11 +93,27 @@ def test_adamw_decays_matrices_only():
     np.testing.assert_allclose(np.asarray(updates["scale"]), 0.0)
 
 
-def test_adafactor_builds_and_clips():
+@pytest.mark.parametrize("name,moment,weight", [("adafactor", "v", 1.0), ("adamw", "nu", 1e-3)])
+def test_optimizer_sees_clipped_gradients(name, moment, weight):
+    """Gradients of 100 on 72 entries (global norm 100 * sqrt(72)) reach the optimizer clipped
+    to norm 1: each is 1 / sqrt(72). Its first-step second moment is then `weight * g**2` with
+    weight 1 for Adafactor (decay 1 - 1**-0.8 = 0 at step 1) and 1 - b2 for AdamW; unclipped
+    it would be 1e4 times larger. Adafactor's first update is -lr * rms(param) = -0.01."""
     params = {"w": jnp.ones((8, 8)), "b": jnp.ones((8,))}
-    tx = optimizers.make_optimizer(params, name="adafactor", learning_rate=0.01, weight_decay=0.0)
-    updates, _ = tx.update(jax.tree.map(lambda p: 100 * p, params), tx.init(params), params)
-    assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree.leaves(updates))
+    grads = jax.tree.map(lambda p: 100 * p, params)
+    kw = dict(learning_rate=0.01, weight_decay=0.0)
+    tx = optimizers.make_optimizer(params, name=name, clip_grad_norm=1.0, **kw)
+    updates, state = tx.update(grads, tx.init(params), params)
+    for leaf in jax.tree.leaves(optax.tree_utils.tree_get(state, moment)):
+        np.testing.assert_allclose(np.asarray(leaf), weight / 72, rtol=1e-6)
+    if name == "adafactor":
+        for leaf in jax.tree.leaves(updates):
+            np.testing.assert_allclose(np.asarray(leaf), -0.01, rtol=1e-6)
+    # Without clipping the optimizer sees the raw gradients.
+    tx = optimizers.make_optimizer(params, name=name, clip_grad_norm=None, **kw)
+    _, state = tx.update(grads, tx.init(params), params)
+    for leaf in jax.tree.leaves(optax.tree_utils.tree_get(state, moment)):
+        np.testing.assert_allclose(np.asarray(leaf), weight * 100.0**2, rtol=1e-6)
 
 
 def test_microbatched_gradients_equal_full_batch():

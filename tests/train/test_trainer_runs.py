@@ -223,7 +223,13 @@ def test_infer_and_eval_agree(full_run, tmp_path):
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     want = 100.0 * np.mean([r["prediction"] == r["targets"] for r in rows])
     assert metrics["tasks"]["toy_reverse"]["exact_match"] == pytest.approx(want)
-    assert 0.0 < metrics["teacher_forced_loss"] < 7.0  # below uniform ln(512) = 6.24 + slack
+    # The checkpoint is trained: its loss closed at least half the gap between the run's initial
+    # loss (step 1 of metrics.jsonl: the untrained params, about 6.9 here) and ln(512) = 6.24, the
+    # loss of a uniform predictor over the 512 rows. The first thing training learns is to flatten
+    # the random init's logits towards that, which no untrained model has done.
+    initial = _losses(full_run)[1]
+    assert initial > np.log(512)
+    assert metrics["teacher_forced_loss"] < (initial + np.log(512)) / 2
     assert 0.0 <= metrics["token_accuracy"] <= 1.0
 
 
