@@ -104,8 +104,3 @@ def train_step(
     )
     return new_state, metrics
 
-
-def eval_step(params, extra, batch, *, loss_fn: LossFn) -> dict[str, jax.Array]:
-    """Metrics of `batch` without dropout or updates."""
-    _, (metrics, _) = loss_fn(params, extra, batch, jax.random.key(0), enable_dropout=False)
-    return metrics
