@@ -27,7 +27,7 @@ TOKENIZER_DIR = "tokenizer"
 
 
 def is_orbax_dir(path) -> bool:
-    """Whether `path` looks like a directory written by `save_orbax`."""
+    """Whether `path` looks like a directory written by `write_orbax_dir`."""
     path = pathlib.Path(path)
     return (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir()
 

@@ -1,6 +1,6 @@
 """`generate()` for the encoder-decoder networks: validation, cache set-up and one jitted loop.
 
-The model glue around the pure loops of `decoding.py` / `beam_search.py`:
+The model glue around the pure loops of `sampling.py` / `beam.py`:
 
 1. encode the prompts once; create the decoder cache with one `decode=True` call on a
    `[B, max_len]` dummy (this also projects the encoder keys/values once);
@@ -235,7 +235,7 @@ def generate(
       method: "greedy", "beam" or "sample".
       num_beams: Beams for "beam" (>= 1).
       length_penalty: Beam score `sum_logprobs / length**length_penalty` (HF semantics).
-      early_stopping: Beam stop rule: True, False or "never", as HF (see `beam_search.py`).
+      early_stopping: Beam stop rule: True, False or "never", as HF (see `beam.py`).
       temperature: Sampling temperature (> 0) for "sample".
       top_k: Sample among the k most likely tokens (0 = off).
       top_p: Nucleus sampling mass in (0, 1] (1 = off).

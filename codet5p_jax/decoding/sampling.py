@@ -3,7 +3,7 @@
 Pure functions in the style of t5x `decoding.py`: the model enters only through a callback
 `tokens_to_logits(tokens [B, L], cache) -> (logits [B, V] at the last position, new cache)`, so
 the same loop serves any network with a KV cache. The whole loop is one `lax.while_loop` over
-fixed shapes; it stops early once every row has finished. Beam search lives in `beam_search.py`
+fixed shapes; it stops early once every row has finished. Beam search lives in `beam.py`
 and shares the stop-sequence and forced-prefix helpers defined here.
 
 Stop handling is token-level: a row finishes when it emits `eos_id` or when its generated tokens

@@ -103,4 +103,3 @@ def train_step(
         step=state.step + 1, params=params, opt_state=opt_state, extra=new_extra
     )
     return new_state, metrics
-
