@@ -1,35 +1,50 @@
-"""Token embedding shared by encoder, decoder and (tied) output logits."""
+"""Token embedding shared by encoder, decoder and (tied) output logits.
+
+Legend: B batch, L length, D features, V vocab.
+"""
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from codet5p_jax.config import T5Config
+from codet5p_jax.dtypes import DType, Precision
 
 
 class Embed(nn.Module):
-    """A `[V, D]` table; `attend` gives logits against the same table (tied embeddings)."""
+    """A `[V, D]` table; `attend` gives logits against the same table (tied embeddings).
 
-    config: T5Config
+    Attributes:
+      num_embeddings: V.
+      features: D.
+      dtype: Compute dtype of the looked-up vectors.
+      param_dtype: Storage dtype of the table.
+      precision: `lax.Precision` of the `attend` matmul.
+      init_std: Normal init std of the table (HF T5: 1.0, `factor * 1.0`).
+    """
+
+    num_embeddings: int
+    features: int
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: Precision = None
+    init_std: float = 1.0
 
     def setup(self):
-        cfg = self.config
         self.embedding = self.param(
             "embedding",
-            # HF T5 initialises the shared embedding with std 1.0 (factor * 1.0).
-            nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
-            (cfg.vocab_size, cfg.emb_dim),
-            cfg.params_dtype,
+            nn.with_logical_partitioning(nn.initializers.normal(self.init_std), ("vocab", "embed")),
+            (self.num_embeddings, self.features),
+            self.param_dtype,
         )
 
     def __call__(self, tokens):
         """[B, L] int -> [B, L, D]."""
-        return jnp.take(self.embedding, tokens, axis=0).astype(self.config.compute_dtype)
+        return jnp.take(self.embedding, tokens, axis=0).astype(self.dtype)
 
     def attend(self, x):
-        """[B, L, D] -> [B, L, V] logits, in float32 (a float32 island: softmax over 32k ids)."""
+        """[B, L, D] -> [B, L, V] logits, in float32 (a float32 island: softmax over V ids)."""
         return jnp.einsum(
             "bld,vd->blv",
             x.astype(jnp.float32),
             self.embedding.astype(jnp.float32),
-            precision=self.config.matmul_precision,
+            precision=self.precision,
         )

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from codet5p_jax.config import T5Config
+from codet5p_jax.dtypes import DType
 
 
 def relative_position_bucket(
@@ -42,10 +42,23 @@ def relative_position_bucket(
 
 
 class RelativePositionBias(nn.Module):
-    """Computes the `[1, N, L, S]` attention bias shared by all layers of one stack."""
+    """Computes the `[1, N, L, S]` attention bias shared by all layers of one stack.
 
-    config: T5Config
+    Attributes:
+      num_heads: N; the table `rel_embedding` is `[N, R]`.
+      num_buckets: R (HF `relative_attention_num_buckets`).
+      max_distance: Distance beyond which all positions share a bucket.
+      bidirectional: True for encoders (separate buckets for keys after the query).
+      stddev: Normal init std of the table (HF T5: `d_model**-0.5`).
+      param_dtype: Storage dtype of the table.
+    """
+
+    num_heads: int
+    num_buckets: int
+    max_distance: int
     bidirectional: bool
+    stddev: float
+    param_dtype: DType = jnp.float32
 
     @nn.compact
     def __call__(self, q_len: int, k_len: int, q_offset=None):
@@ -60,20 +73,16 @@ class RelativePositionBias(nn.Module):
         Returns:
           float32 `[1, N, q_len, k_len]`.
         """
-        cfg = self.config
         table = self.param(
             "rel_embedding",
             nn.with_logical_partitioning(
-                nn.initializers.normal(cfg.emb_dim**-0.5), ("heads", "relpos_buckets")
+                nn.initializers.normal(self.stddev), ("heads", "relpos_buckets")
             ),
-            (cfg.num_heads, cfg.relative_attention_num_buckets),
-            cfg.params_dtype,
+            (self.num_heads, self.num_buckets),
+            self.param_dtype,
         )
         bucket = lambda rel: relative_position_bucket(  # noqa: E731
-            rel,
-            self.bidirectional,
-            cfg.relative_attention_num_buckets,
-            cfg.relative_attention_max_distance,
+            rel, self.bidirectional, self.num_buckets, self.max_distance
         )
         rel = np.arange(k_len)[None, :] - np.arange(q_len)[:, None]
         if q_offset is None:
