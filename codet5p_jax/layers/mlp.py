@@ -1,9 +1,13 @@
-"""T5 v1.0 feed-forward block: `wo(dropout(relu(wi(x))))`, no biases.
+"""Feed-forward blocks: T5 v1.0 and GPT-J / CodeGen.
+
+T5: `wo(dropout(relu(wi(x))))`, no biases. GPT-J: `dropout(fc_out(gelu_new(fc_in(x))))`, with
+biases.
 
 Legend: B batch, L length, D features, F mlp_dim.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from codet5p_jax.dtypes import DType, Precision
@@ -63,3 +67,43 @@ class T5Mlp(nn.Module):
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
         return dense(self.features, ("mlp", "embed"), self.mlp_dim, "wo")(h)
+
+
+def gelu_new(x):
+    """Tanh-approximate GELU, HF `NewGELUActivation` (`gelu_new`, GPT-2 / GPT-J / CodeGen)."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+class GPTJMlp(nn.Module):
+    """[B, L, D] -> [B, L, F] -> [B, L, D] with biases and `gelu_new` (HF `CodeGenMLP`).
+
+    `fc_in`, `gelu_new`, `fc_out`; dropout (HF `resid_pdrop`) on the output.
+
+    Attributes:
+      features: D, input and output width.
+      mlp_dim: F (HF `n_inner`, default 4 * D).
+      dropout_rate: Dropout on the block output.
+      dtype: Compute dtype.
+      param_dtype: Storage dtype of kernels and biases.
+      precision: `lax.Precision` of both matmuls.
+      init_std: Normal init std of both kernels (HF `initializer_range`); biases start at zero.
+    """
+
+    features: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: Precision = None
+    init_std: float = 0.02
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool = True):
+        """[B, L, D] -> [B, L, D]."""
+        dense = lambda feats, axes, name: _dense(  # noqa: E731
+            feats, axes, self.init_std, True, self.dtype, self.param_dtype, self.precision, name
+        )
+        h = gelu_new(dense(self.mlp_dim, ("embed", "mlp"), "fc_in")(x))
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        y = dense(self.features, ("mlp", "embed"), "fc_out")(h)
+        return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
