@@ -9,6 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from codet5p_jax import dtypes
+
 # HF `architectures` values of the released checkpoints, by our `kind`.
 HF_ARCHITECTURES = {
     "t5": "T5ForConditionalGeneration",
@@ -101,13 +103,8 @@ class T5Config:
 
     @property
     def matmul_precision(self) -> jax.lax.Precision | None:
-        """Precision of the model's matmuls: HIGHEST for float32 compute, else the backend's.
-
-        XLA runs float32 dots on GPUs as TF32 by default (PyTorch keeps matmuls in float32): on
-        an H200 the float32 parity tests' logits were then up to 4.3e-3 off HF's. A float32
-        model asks for real float32; bfloat16 compute keeps the fast default.
-        """
-        return jax.lax.Precision.HIGHEST if self.compute_dtype == jnp.float32 else None
+        """Precision of the model's matmuls (`dtypes.matmul_precision` of the compute dtype)."""
+        return dtypes.matmul_precision(self.compute_dtype)
 
     def replace(self, **changes) -> "T5Config":
         return dataclasses.replace(self, **changes)

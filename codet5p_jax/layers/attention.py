@@ -1,6 +1,10 @@
-"""Multi-head attention for T5: one attention function, projections, and the decoding cache.
+"""Multi-head attention: one attention function, 3D-kernel projections, and the decoding cache.
 
-Legend: B batch, L query length, S key length, D emb_dim, N heads, H head_dim.
+Positions enter either as an additive bias (T5 relative positions, passed to `__call__`) or as a
+rotary embedding of queries and keys (GPT-J / CodeGen, `rotary_dim` set); the layer itself has
+no notion of a model family.
+
+Legend: B batch, L query length, S key length, D features, N heads, H head_dim.
 """
 
 import flax.linen as nn
@@ -8,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from codet5p_jax.config import T5Config
+from codet5p_jax.dtypes import DType, Precision
+from codet5p_jax.layers.positions import apply_rotary
 
 
 def dot_product_attention(
@@ -23,8 +28,9 @@ def dot_product_attention(
     deterministic: bool = True,
     dtype=jnp.float32,
     precision=None,
+    scale: float | None = None,
 ):
-    """Softmax attention without the 1/sqrt(H) scale (T5 folds it into the query init).
+    """Softmax attention; unscaled by default (T5 folds 1/sqrt(H) into the query init).
 
     Every attention in the package goes through this function, so a fused kernel can be swapped
     in at one place.
@@ -39,7 +45,9 @@ def dot_product_attention(
       dropout_rate: Dropout on the attention probabilities (HF T5 applies it there).
       deterministic: Disables dropout.
       dtype: dtype of the probabilities fed to the value product.
-      precision: `lax.Precision` of both products (`T5Config.matmul_precision`).
+      precision: `lax.Precision` of both products (`dtypes.matmul_precision`).
+      scale: Optional factor on the float32 scores before bias and softmax (CodeGen:
+        `H**-0.5`); None leaves the scores as they are.
 
     Returns:
       `[B, L, N, H]`.
@@ -48,6 +56,8 @@ def dot_product_attention(
     scores = jnp.einsum(
         "blnh,bsnh->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
     )
+    if scale is not None:
+        scores = scores * jnp.float32(scale)
     if bias is not None:
         scores = scores + bias.astype(jnp.float32)
     if mask is not None:
@@ -60,43 +70,95 @@ def dot_product_attention(
 
 
 class Projection(nn.Module):
-    """A bias-free 3D-kernel projection: `[B, L, D] @ [D, N, H]` or `[B, L, N, H] @ [N, H, D]`.
+    """A 3D-kernel projection, `[B, L, D] -> [B, L, N, H]` or back, with an optional bias.
 
-    The kernel is created in its real 3D shape so each dimension carries its own logical axis.
+    The direction follows the kernel: `[D, N, H]` when `axes[0] == "embed"`, else `[N, H, D]`. The
+    kernel is created in its real 3D shape so each dimension carries its own logical axis.
+
+    Attributes:
+      shape: Kernel shape, `(D, N, H)` or `(N, H, D)`.
+      axes: Logical axes of the kernel, `("embed", "heads", "kv")` or `("heads", "kv", "embed")`.
+      stddev: Normal init std of the kernel.
+      use_bias: Adds a zero-initialised bias `[N, H]` or `[D]`.
+      dtype: Compute dtype.
+      param_dtype: Storage dtype of kernel and bias.
+      precision: `lax.Precision` of the einsum.
     """
 
-    config: T5Config
     shape: tuple[int, int, int]
     axes: tuple[str, str, str]
     stddev: float
+    use_bias: bool = False
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: Precision = None
 
     @nn.compact
     def __call__(self, x):
-        cfg = self.config
+        """[B, L, D] -> [B, L, N, H], or [B, L, N, H] -> [B, L, D]."""
         kernel = self.param(
             "kernel",
             nn.with_logical_partitioning(nn.initializers.normal(self.stddev), self.axes),
             self.shape,
-            cfg.params_dtype,
+            self.param_dtype,
         )
-        kernel = kernel.astype(cfg.compute_dtype)
-        x = x.astype(cfg.compute_dtype)
+        kernel = kernel.astype(self.dtype)
+        x = x.astype(self.dtype)
         if self.axes[0] == "embed":
-            # [B, L, D] -> [B, L, N, H]
-            return jnp.einsum("bld,dnh->blnh", x, kernel, precision=cfg.matmul_precision)
-        return jnp.einsum("blnh,nhd->bld", x, kernel, precision=cfg.matmul_precision)
+            y = jnp.einsum("bld,dnh->blnh", x, kernel, precision=self.precision)
+            out_shape, out_axes = self.shape[1:], self.axes[1:]
+        else:
+            y = jnp.einsum("blnh,nhd->bld", x, kernel, precision=self.precision)
+            out_shape, out_axes = self.shape[2:], self.axes[2:]
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros_init(), out_axes),
+                out_shape,
+                self.param_dtype,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
 
 
 class MultiHeadAttention(nn.Module):
-    """Self- or cross-attention with 3D kernels `[D, N, H]` / `[N, H, D]` and no biases.
+    """Self- or cross-attention with 3D kernels `query/key/value [D, N, H]`, `out [N, H, D]`.
 
     Cached decoding (`decode=True`): the first call creates the cache (self-attention: zero
     `[B, S_max, N, H]` keys/values; cross-attention: the projected encoder keys/values, computed
     once); later calls write the new keys at `cache_position` (self-attention) or reuse the
-    stored encoder keys/values (cross-attention).
+    stored encoder keys/values (cross-attention). With rotary, keys are cached rotated.
+
+    Attributes:
+      num_heads: N.
+      head_dim: H.
+      features: D, the width of the inputs and of the output.
+      dropout_rate: Dropout on the attention probabilities.
+      dtype: Compute dtype (scores and softmax are a float32 island regardless).
+      param_dtype: Storage dtype of the projections.
+      precision: `lax.Precision` of every matmul.
+      use_bias: Biases on the four projections (T5 and CodeGen have none).
+      init_std: Normal init std of all four kernels; None uses HF T5's fan-in init: query
+        `(D*H)**-0.5` (T5's folded 1/sqrt(H)), key/value `D**-0.5`, out `(N*H)**-0.5`.
+      score_scale: Factor on the scores (CodeGen: `H**-0.5`); None for T5 (folded in the init).
+      rotary_dim: When set, rotary embedding (`positions.apply_rotary`) of the first
+        `rotary_dim` dims of each query and key head at `q_positions` / `kv_positions`.
+      rotary_base: Rotary frequency base.
+      is_cross_attention: Keys/values come from the encoder (cached once when decoding).
     """
 
-    config: T5Config
+    num_heads: int
+    head_dim: int
+    features: int
+    dropout_rate: float = 0.0
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
+    precision: Precision = None
+    use_bias: bool = False
+    init_std: float | None = None
+    score_scale: float | None = None
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
     is_cross_attention: bool = False
 
     @nn.compact
@@ -110,35 +172,53 @@ class MultiHeadAttention(nn.Module):
         deterministic: bool = True,
         decode: bool = False,
         cache_position=None,
+        q_positions=None,
+        kv_positions=None,
     ):
-        """[B, L, D], [B, S, D] -> [B, L, D]."""
-        cfg = self.config
-        shape_in = (cfg.emb_dim, cfg.num_heads, cfg.head_dim)
-        axes_in = ("embed", "heads", "kv")
-        # HF T5 init: q std (D*H)^-0.5 (the folded 1/sqrt(H)), k/v std D^-0.5, o std (N*H)^-0.5.
-        query_proj = Projection(
-            cfg, shape_in, axes_in, (cfg.emb_dim * cfg.head_dim) ** -0.5, name="query"
+        """[B, L, D], [B, S, D] -> [B, L, D].
+
+        Args:
+          inputs_q: `[B, L, D]` query inputs.
+          inputs_kv: `[B, S, D]` key/value inputs (the same array for self-attention).
+          bias: Optional additive score bias broadcastable to `[B, N, L, S]`.
+          mask: Optional boolean mask broadcastable to `[B, N, L, S]`.
+          deterministic: Disables dropout.
+          decode: Use and update the `cache` collection.
+          cache_position: Write offset of the new keys in the self-attention cache.
+          q_positions: Rotary positions of the queries, int `[L]` or `[B, L]`; default
+            `arange(L)`. Cached decoding passes `cache_position + arange(L)`.
+          kv_positions: Rotary positions of the keys, as `q_positions`; default `arange(S)`.
+        """
+        d, n, h = self.features, self.num_heads, self.head_dim
+        std = self.init_std
+        proj = lambda shape, axes, stddev, name: Projection(  # noqa: E731
+            shape,
+            axes,
+            stddev,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            name=name,
         )
-        key_proj = Projection(cfg, shape_in, axes_in, cfg.emb_dim**-0.5, name="key")
-        value_proj = Projection(cfg, shape_in, axes_in, cfg.emb_dim**-0.5, name="value")
-        out_proj = Projection(
-            cfg,
-            (cfg.num_heads, cfg.head_dim, cfg.emb_dim),
-            ("heads", "kv", "embed"),
-            (cfg.num_heads * cfg.head_dim) ** -0.5,
-            name="out",
+        axes_in = ("embed", "heads", "kv")
+        query_proj = proj((d, n, h), axes_in, (d * h) ** -0.5 if std is None else std, "query")
+        key_proj = proj((d, n, h), axes_in, d**-0.5 if std is None else std, "key")
+        value_proj = proj((d, n, h), axes_in, d**-0.5 if std is None else std, "value")
+        out_proj = proj(
+            (n, h, d), ("heads", "kv", "embed"), (n * h) ** -0.5 if std is None else std, "out"
         )
 
-        query = query_proj(inputs_q)
+        query = self._rotate(query_proj(inputs_q), q_positions)
         if decode and self.is_cross_attention:
-            key, value = self._cached_encoder_kv(inputs_kv, key_proj, value_proj)
+            key, value = self._cached_encoder_kv(inputs_kv, key_proj, value_proj, kv_positions)
         else:
-            key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+            key, value = self._rotate(key_proj(inputs_kv), kv_positions), value_proj(inputs_kv)
             if decode:
                 key, value = self._update_self_cache(key, value, cache_position)
 
         dropout_rng = None
-        if not deterministic and cfg.dropout_rate > 0.0:
+        if not deterministic and self.dropout_rate > 0.0:
             dropout_rng = self.make_rng("dropout")
         out = dot_product_attention(
             query,
@@ -147,20 +227,30 @@ class MultiHeadAttention(nn.Module):
             bias,
             mask,
             dropout_rng=dropout_rng,
-            dropout_rate=cfg.dropout_rate,
+            dropout_rate=self.dropout_rate,
             deterministic=deterministic,
-            dtype=cfg.compute_dtype,
-            precision=cfg.matmul_precision,
+            dtype=self.dtype,
+            precision=self.precision,
+            scale=self.score_scale,
         )
         return out_proj(out)
 
-    def _cached_encoder_kv(self, inputs_kv, key_proj, value_proj):
+    def _rotate(self, x, positions):
+        """Rotary embedding of `[B, L, N, H]` at `positions` (default `arange(L)`), if enabled."""
+        if self.rotary_dim is None:
+            return x
+        if positions is None:
+            positions = jnp.arange(x.shape[1])
+        return apply_rotary(x, positions, self.rotary_dim, self.rotary_base)
+
+    def _cached_encoder_kv(self, inputs_kv, key_proj, value_proj, kv_positions):
         """Encoder keys/values projected once, on the cache-creating call."""
         if self.has_variable("cache", "cached_key"):
             return self.get_variable("cache", "cached_key"), self.get_variable(
                 "cache", "cached_value"
             )
-        key, value = key_proj(inputs_kv), value_proj(inputs_kv)
+        key = self._rotate(key_proj(inputs_kv), kv_positions)
+        value = value_proj(inputs_kv)
         self.put_variable("cache", "cached_key", key)
         self.put_variable("cache", "cached_value", value)
         return key, value

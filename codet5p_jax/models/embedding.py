@@ -6,8 +6,7 @@ Mirrors the released `CodeT5pEmbeddingModel` (`F.normalize(proj(last_hidden_stat
 import flax.linen as nn
 
 from codet5p_jax.config import T5Config
-from codet5p_jax.layers.embed import Embed
-from codet5p_jax.models.encdec import Encoder, default_mask, dense_head, l2_normalize
+from codet5p_jax.models.encdec import Encoder, default_mask, dense_head, l2_normalize, t5_embed
 
 
 class CodeT5pEmbedding(nn.Module):
@@ -17,7 +16,7 @@ class CodeT5pEmbedding(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.token_embedder = Embed(cfg)
+        self.token_embedder = t5_embed(cfg)
         self.encoder = Encoder(cfg, self.token_embedder)
         self.embedding_proj = dense_head(cfg, cfg.embed_dim, "embedding_proj")
 

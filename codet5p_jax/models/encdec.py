@@ -22,6 +22,69 @@ from codet5p_jax.layers.stack import run_layers
 ACTIVATION_AXES = ("batch", "length", "embed")
 
 
+# The T5 layers, with every dimension and option read from the config once, here.
+def t5_norm(cfg: T5Config, name: str) -> RMSNorm:
+    """T5's pre-norm / final norm (RMS, scale only)."""
+    return RMSNorm(
+        epsilon=cfg.layer_norm_epsilon,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        name=name,
+    )
+
+
+def t5_attention(cfg: T5Config, name: str, is_cross_attention: bool = False):
+    """T5 attention: bias-free 3D projections, HF fan-in init, unscaled scores."""
+    return MultiHeadAttention(
+        num_heads=cfg.num_heads,
+        head_dim=cfg.head_dim,
+        features=cfg.emb_dim,
+        dropout_rate=cfg.dropout_rate,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        precision=cfg.matmul_precision,
+        is_cross_attention=is_cross_attention,
+        name=name,
+    )
+
+
+def t5_mlp(cfg: T5Config) -> T5Mlp:
+    """T5 v1.0 ReLU feed-forward block."""
+    return T5Mlp(
+        features=cfg.emb_dim,
+        mlp_dim=cfg.mlp_dim,
+        dropout_rate=cfg.dropout_rate,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        precision=cfg.matmul_precision,
+        name="mlp",
+    )
+
+
+def t5_relpos(cfg: T5Config, bidirectional: bool) -> RelativePositionBias:
+    """The per-stack relative position bias (HF: block 0's table, shared by all blocks)."""
+    return RelativePositionBias(
+        num_heads=cfg.num_heads,
+        num_buckets=cfg.relative_attention_num_buckets,
+        max_distance=cfg.relative_attention_max_distance,
+        bidirectional=bidirectional,
+        stddev=cfg.emb_dim**-0.5,
+        param_dtype=cfg.params_dtype,
+        name="relpos_bias",
+    )
+
+
+def t5_embed(cfg: T5Config) -> Embed:
+    """The shared token embedding (HF T5 init std 1.0), also the tied output table."""
+    return Embed(
+        num_embeddings=cfg.vocab_size,
+        features=cfg.emb_dim,
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.params_dtype,
+        precision=cfg.matmul_precision,
+    )
+
+
 class EncoderLayer(nn.Module):
     """Bidirectional self-attention + MLP, each pre-normed with a residual."""
 
@@ -34,13 +97,11 @@ class EncoderLayer(nn.Module):
         """[B, S, D] -> [B, S, D]."""
         cfg = self.config
         dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=self.deterministic)  # noqa: E731
-        h = RMSNorm(cfg, name="pre_attention_layer_norm")(x)
-        h = MultiHeadAttention(cfg, name="attention")(
-            h, h, bias, mask, deterministic=self.deterministic
-        )
+        h = t5_norm(cfg, "pre_attention_layer_norm")(x)
+        h = t5_attention(cfg, "attention")(h, h, bias, mask, deterministic=self.deterministic)
         x = x + dropout(h)
-        h = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
-        x = x + dropout(T5Mlp(cfg, name="mlp")(h, deterministic=self.deterministic))
+        h = t5_norm(cfg, "pre_mlp_layer_norm")(x)
+        x = x + dropout(t5_mlp(cfg)(h, deterministic=self.deterministic))
         x = nn.with_logical_constraint(x, ACTIVATION_AXES)
         return (x, None) if self.scanned else x
 
@@ -59,19 +120,19 @@ class DecoderLayer(nn.Module):
         cfg = self.config
         dropout = lambda y: nn.Dropout(cfg.dropout_rate)(y, deterministic=self.deterministic)  # noqa: E731
         kwargs = dict(deterministic=self.deterministic, decode=self.decode)
-        h = RMSNorm(cfg, name="pre_self_attention_layer_norm")(x)
-        h = MultiHeadAttention(cfg, name="self_attention")(
+        h = t5_norm(cfg, "pre_self_attention_layer_norm")(x)
+        h = t5_attention(cfg, "self_attention")(
             h, h, bias, self_mask, cache_position=cache_position, **kwargs
         )
         x = x + dropout(h)
-        h = RMSNorm(cfg, name="pre_cross_attention_layer_norm")(x)
+        h = t5_norm(cfg, "pre_cross_attention_layer_norm")(x)
         # HF T5 cross-attention has no position bias: only the encoder padding mask.
-        h = MultiHeadAttention(cfg, is_cross_attention=True, name="encoder_decoder_attention")(
+        h = t5_attention(cfg, "encoder_decoder_attention", is_cross_attention=True)(
             h, encoded, None, cross_mask, **kwargs
         )
         x = x + dropout(h)
-        h = RMSNorm(cfg, name="pre_mlp_layer_norm")(x)
-        x = x + dropout(T5Mlp(cfg, name="mlp")(h, deterministic=self.deterministic))
+        h = t5_norm(cfg, "pre_mlp_layer_norm")(x)
+        x = x + dropout(t5_mlp(cfg)(h, deterministic=self.deterministic))
         x = nn.with_logical_constraint(x, ACTIVATION_AXES)
         return (x, None) if self.scanned else x
 
@@ -90,17 +151,19 @@ class Encoder(nn.Module):
         x = dropout(self.shared_embedding(tokens), deterministic=deterministic)
         x = nn.with_logical_constraint(x, ACTIVATION_AXES)
         length = tokens.shape[1]
-        bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(length, length)
+        bias = t5_relpos(cfg, bidirectional=True)(length, length)
         x = run_layers(
             EncoderLayer,
-            cfg,
             cfg.num_encoder_layers,
             x,
             bias,
             padding_mask(mask),
+            scan=cfg.scan_layers,
+            remat_policy=cfg.remat_policy,
+            config=cfg,
             deterministic=deterministic,
         )
-        x = RMSNorm(cfg, name="encoder_norm")(x)
+        x = t5_norm(cfg, "encoder_norm")(x)
         return dropout(x, deterministic=deterministic)
 
 
@@ -126,7 +189,7 @@ class Decoder(nn.Module):
         dropout = nn.Dropout(cfg.dropout_rate)
         x = dropout(self.shared_embedding(tokens), deterministic=deterministic)
         x = nn.with_logical_constraint(x, ACTIVATION_AXES)
-        relpos = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")
+        relpos = t5_relpos(cfg, bidirectional=False)
         length = tokens.shape[1]
 
         cache_position = None
@@ -150,7 +213,6 @@ class Decoder(nn.Module):
 
         x = run_layers(
             DecoderLayer,
-            cfg,
             cfg.num_decoder_layers,
             x,
             encoded,
@@ -158,10 +220,13 @@ class Decoder(nn.Module):
             self_mask,
             padding_mask(encoder_mask),
             cache_position,
+            scan=cfg.scan_layers,
+            remat_policy=cfg.remat_policy,
+            config=cfg,
             deterministic=deterministic,
             decode=decode,
         )
-        x = RMSNorm(cfg, name="decoder_norm")(x)
+        x = t5_norm(cfg, "decoder_norm")(x)
         x = dropout(x, deterministic=deterministic)
         if return_hidden:
             return x
@@ -208,7 +273,7 @@ class CodeT5pEncDec(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.token_embedder = Embed(cfg)
+        self.token_embedder = t5_embed(cfg)
         self.encoder = Encoder(cfg, self.token_embedder)
         self.decoder = Decoder(cfg, self.token_embedder)
         if cfg.embed_dim:
