@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from codet5p_jax.config import T5Config
 
@@ -137,7 +138,9 @@ def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
 def item_shapes(directory: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
     """`{"a/b/c": (shape, dtype)}` of a saved PyTree item, from its metadata only."""
     try:
-        meta = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+        # The handler, not a Checkpointer: a Checkpointer also looks for a step-level
+        # _CHECKPOINT_METADATA, which item directories never have, and warns about it.
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory)).tree
     except Exception as e:
         raise CheckpointError(
             f"Could not read the metadata of {directory} (truncated or corrupt checkpoint): {e}"

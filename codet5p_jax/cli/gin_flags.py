@@ -158,6 +158,28 @@ def required_error(e: Exception) -> str | None:
     return None
 
 
+def setup_logging() -> None:
+    """INFO lines of the project on stderr as `LEVEL logger: message`.
+
+    `logging.basicConfig` is not enough: importing orbax logs through absl before the command
+    runs, which attaches a plain WARNING-level stderr handler to the root logger, and
+    `basicConfig` then does nothing. That default handler (exact type `StreamHandler`; pytest's
+    capture handlers are subclasses and stay) and one installed by an earlier call are replaced
+    by a handler on the current `sys.stderr`.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler or getattr(handler, "_codet5p", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._codet5p = True
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def fail(prog: str, message: str) -> int:
     """Prints `prog: error: message` to stderr and returns exit status 2."""
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -179,9 +201,7 @@ def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ())
     """
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv, prog, description)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     init_distributed(args)
     try:
         add_seqio_cache_dirs(args)

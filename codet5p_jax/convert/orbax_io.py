@@ -17,6 +17,7 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import hf_t5
@@ -107,7 +108,9 @@ def load_orbax(path) -> tuple[T5Config, dict]:
     # read makes orbax's event loop print "Event loop is closed" tracebacks at exit.
     checkpointer = ocp.PyTreeCheckpointer()
     try:
-        metadata = checkpointer.metadata(params_dir).item_metadata
+        # The handler's metadata: the Checkpointer's also wants a _CHECKPOINT_METADATA file,
+        # which this layout does not have, and warns about it.
+        metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
         if metadata is None:
             raise ConversionError(f"{params_dir}: no readable orbax metadata (corrupt?)")
         restore_args = jax.tree.map(

@@ -251,14 +251,26 @@ def train(
                 f"Cannot resume {model_dir} exactly: its data settings {saved_data} differ from "
                 f"this run's {data_meta}. Use a new MODEL_DIR or the original settings."
             )
-        log.info("Resumed %s at step %d.", model_dir, latest)
+        log.info(
+            "resuming from step %d of %s (%s/%d)",
+            latest,
+            model_dir,
+            checkpointing.CHECKPOINTS,
+            latest,
+        )
     else:
         params = partitioning.sharded_init(boxed_init, mesh, rules, init_rng)[0]
         if initial_checkpoint_path:
             params, fresh = initial_checkpoint.load_initial_params(
                 initial_checkpoint_path, params, shardings.params, cfg, new_heads=new_heads
             )
-            log.info("Loaded params from %s (fresh: %s).", initial_checkpoint_path, fresh or "none")
+            log.info(
+                "starting from INITIAL_CHECKPOINT_PATH %s (%d new params initialised fresh)",
+                initial_checkpoint_path,
+                len(fresh),
+            )
+        else:
+            log.info("starting from scratch in %s (no checkpoint there)", model_dir)
         state = _init_rest(params, boxed, objective, tx, shardings, extra_rng)
     start = int(jax.device_get(state.step))
 

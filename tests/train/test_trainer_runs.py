@@ -169,6 +169,7 @@ def test_nan_loss_names_the_step(toy_gin, tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
+    assert f"starting from scratch in {model_dir}" in err  # a fresh run says so
     logged = _losses(model_dir)
     assert all(np.isfinite(v) for v in logged.values())
     bad_step = max(logged, default=0) + 1
@@ -295,6 +296,7 @@ def test_initial_checkpoint_adds_new_heads(full_run, tmp_path, caplog, source):
         "itm_head/kernel",
     ]
     assert "lacks 4 new params" in caplog.text and "itm_head/kernel" in caplog.text
+    assert "Metadata file does not exist" not in caplog.text  # orbax noise on our own layouts
     source_params, _, _ = checkpointing.latest_params(full_run)
     np.testing.assert_array_equal(
         np.asarray(merged["encoder"]["layers_1"]["mlp"]["wo"]["kernel"]),
@@ -317,3 +319,51 @@ def test_initial_checkpoint_missing_path(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         initial_checkpoint.load_initial_params(tmp_path / "nope", {}, {}, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run says: where it starts from, INFO lines visible, no orbax noise, one tokenizer hint
+# ---------------------------------------------------------------------------------------------
+def test_second_run_prints_the_resume_line(full_run, toy_gin, tmp_path, capsys):
+    model_dir = tmp_path / "again"
+    shutil.copytree(full_run, model_dir)
+    assert _run(toy_gin, model_dir, "--gin.TRAIN_STEPS=7") == 0
+    err = capsys.readouterr().err
+    assert f"resuming from step 6 of {model_dir} (checkpoints/6)" in err
+    assert "Metadata file does not exist" not in err
+    assert "starting from" not in err
+
+
+def test_cli_info_lines_survive_early_imports():
+    """Importing orbax logs through absl, which attaches a WARNING-level root handler before
+    the command sets up logging; the command's INFO lines must still reach stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from codet5p_jax.train import trainer\n"
+        "from codet5p_jax.cli import gin_flags\n"
+        "gin_flags.setup_logging()\n"
+        "trainer.log.info('resuming from step 1')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "INFO codet5p_jax.train.trainer: resuming from step 1" in proc.stderr
+
+
+def test_default_tokenizer_warning_once_naming_the_setting(monkeypatch, tmp_path, caplog):
+    import logging
+
+    from tasks import tokenizer_training, vocabularies
+
+    monkeypatch.delenv(vocabularies.ENV_TOKENIZER_DIR, raising=False)
+    monkeypatch.setattr(vocabularies, "_warned_default", [])
+    monkeypatch.setattr(tokenizer_training, "default_stdlib_tokenizer_dir", lambda: tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert vocabularies.tokenizer_path() == tmp_path
+        assert vocabularies.tokenizer_path() == tmp_path
+    hints = [r.getMessage() for r in caplog.records if "no tokenizer set" in r.getMessage()]
+    assert len(hints) == 1
+    assert "CODET5P_TOKENIZER_DIR=DIR" in hints[0] and "tokenizer_path.path" in hints[0]
