@@ -176,7 +176,7 @@ class Checkpointer:
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # leftovers of a run killed mid-save
-            create=True,
+            create=False,  # the first save creates it: a run that fails first leaves no empty dir
         )
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
 

@@ -94,15 +94,53 @@ def test_run_outputs(full_run):
         ("--gin.get_preset.name='codet5p-999m'", "Unknown preset 'codet5p-999m'"),
         ("--gin.MIXTURE_OR_TASK_NAME='toy_revers'", "Unknown task or mixture 'toy_revers'"),
         ("--gin.BATCH_SIZE=6", "BATCH_SIZE=6 is not divisible by the data-parallel size 8"),
+        ("--gin.TRAIN_STEPZ=10", "unknown gin macro TRAIN_STEPZ (--gin.TRAIN_STEPZ=10): no gin"),
+        ("--gin.TRAIN_STEPZ=10", "did you mean TRAIN_STEPS?"),
+        ("--gin.BATCH_SIZE=0", "error: BATCH_SIZE must be a positive integer, got 0\n"),
+        ("--gin.BATCH_SIZE='abc'", "error: BATCH_SIZE must be a positive integer, got 'abc'\n"),
+        ("--gin.train.log_every=-1", "train.log_every must be a positive integer, got -1"),
+        ("--gin.TASK_FEATURE_LENGTHS={'inputs': 0}", "TASK_FEATURE_LENGTHS['inputs'] must be"),
+        ("--gin.MODEL_DIR=/runs/x", "bad gin binding --gin.MODEL_DIR=/runs/x: Unable to parse"),
     ],
 )
 def test_bad_configuration(toy_gin, tmp_path, capsys, binding, message):
+    """One line naming the problem, exit status 2, and nothing written to MODEL_DIR."""
     model_dir = tmp_path / "run"
     assert _run(toy_gin, model_dir, binding) == 2
     err = capsys.readouterr().err
     assert message in err
-    assert not (model_dir / "checkpoints").exists() or not any(
-        (model_dir / "checkpoints").iterdir()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not model_dir.exists()
+
+
+def test_model_dir_that_is_a_file(toy_gin, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    model_dir.write_text("not a directory")
+    assert _run(toy_gin, model_dir) == 2
+    assert capsys.readouterr().err == (
+        f"codet5p train: error: MODEL_DIR {model_dir} exists and is not a directory\n"
+    )
+    assert _run(toy_gin, model_dir / "sub") == 2
+    assert f"{model_dir} is not a directory" in capsys.readouterr().err
+
+
+def test_model_dir_on_a_read_only_file_system(toy_gin, tmp_path, capsys, monkeypatch):
+    """As root, permissions do not stop a write, so the read-only mount is simulated: access()
+    says no and statvfs() reports ST_RDONLY, as they do on a `ro` mount (checked by hand with
+    `unshare -m` + `mount -o ro`)."""
+    import os
+    import types
+
+    from codet5p_jax.train import trainer
+
+    monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(trainer.os, "statvfs", lambda path: types.SimpleNamespace(f_flag=1))
+    assert os.ST_RDONLY == 1
+    assert _run(toy_gin, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"codet5p train: error: MODEL_DIR {tmp_path / 'run'} is not writable "
+        f"({tmp_path}: read-only file system)\n"
     )
 
 
@@ -141,6 +179,7 @@ def test_initial_checkpoint_of_other_architecture(full_run, toy_gin, tmp_path, c
     )
     assert code == 2
     assert "vocab_size: checkpoint 512, model 640" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()  # a refused start leaves no config.gin, no checkpoints/
 
 
 def test_truncated_checkpoint(full_run, toy_gin, tmp_path, capsys):
@@ -174,7 +213,8 @@ def test_nan_loss_names_the_step(toy_gin, tmp_path, capsys):
     assert all(np.isfinite(v) for v in logged.values())
     bad_step = max(logged, default=0) + 1
     assert f"at step {bad_step}:" in err and ("nan" in err or "inf" in err)
-    assert not (model_dir / "checkpoints" / str(bad_step)).exists()
+    assert not (model_dir / "checkpoints").exists()  # no empty checkpoints/ either
+    assert not (model_dir / "config.gin").exists()  # nothing to resume, no config of it
 
 
 # ---------------------------------------------------------------------------------------------
