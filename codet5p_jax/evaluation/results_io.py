@@ -13,14 +13,24 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line is not a JSON object (the message names file and line).
+        ValueError: `path` is a directory, or a line is not UTF-8 text or not a JSON object (the
+            message names file and line).
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(_lines(f, path), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); expected JSON lines"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -31,6 +41,14 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                 kind = type(record).__name__
                 raise ValueError(f"{path}, line {number}: expected a JSON object, got {kind}")
             yield number, record
+
+
+def _lines(f, path: pathlib.Path) -> Iterator[bytes]:
+    """The byte lines of an open file; a damaged .gz names the file."""
+    try:
+        yield from f
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: unreadable ({e})") from None
 
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:

@@ -81,6 +81,30 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert not (tmp_path / "a.jsonl.eval").exists()
 
 
+def test_unusable_paths_are_one_line_errors(tmp_path, capsys):
+    """A binary samples file names the file and line; a directory is not 'no such file'; an
+    --out that is a file is refused before any program runs (no FileExistsError trace)."""
+    good = _samples_file(tmp_path / "good.jsonl", [{"task_id": "HumanEval/0", "completion": ""}])
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"task_id": "HumanEval/0", "completion": ""}\n\x7fELF\xd0\x01\x00\n')
+    out_file = tmp_path / "out_file"
+    out_file.write_text("")
+    base = ["--benchmark", "humaneval", "--allow-incomplete", "--k", "1", "--samples"]
+    err = _error([*base, str(binary)], capsys)
+    assert err == (
+        f"codet5p eval-samples: error: {binary}, line 2: not UTF-8 text (byte 0xd0 at column 5);"
+        " expected JSON lines\n"
+    )
+    err = _error([*base, str(tmp_path)], capsys)
+    assert err == f"codet5p eval-samples: error: {tmp_path} is a directory, not a .jsonl file\n"
+    for out in (out_file, out_file / "sub"):
+        err = _error([*base, good, "--out", str(out)], capsys)
+        assert (
+            err
+            == f"codet5p eval-samples: error: --out {out}: {out_file} is a file, not a directory\n"
+        )
+
+
 def test_samples_file_cross_checks_with_evaluate_functional_correctness(
     tmp_path, monkeypatch, reference_check_correctness
 ):
