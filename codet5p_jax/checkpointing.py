@@ -28,6 +28,7 @@ Resume is exact: the data pipeline is deterministic given its seed, so
 import dataclasses
 import json
 import pathlib
+import sys
 from typing import Any
 
 import jax
@@ -121,15 +122,54 @@ def architecture_differences(saved: dict[str, Any], cfg: T5Config) -> list[str]:
     ]
 
 
+def error_summary(e: BaseException) -> str:
+    """The root cause of an orbax/TensorStore read error on one line.
+
+    TensorStore wraps the real reason (`OUT_OF_RANGE: Error reading "x/0.0" ... not valid for
+    value of size N`) in an exception whose text is a 60-line spec dump, or appends its spec as
+    `[tensorstore_spec='...']`; both are dropped.
+    """
+    seen = set()
+    while id(e) not in seen and (e.__cause__ or e.__context__) is not None:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    text = str(e).split("See full TensorStore details")[0].split(" [tensorstore_spec=")[0]
+    return " ".join(text.split())[:600] or type(e).__name__
+
+
+def quiet_closed_event_loop() -> None:
+    """Drops the `RuntimeError: Event loop is closed` reports of a failed orbax read.
+
+    orbax runs a read on a fresh event loop and closes it as soon as one array fails; TensorStore
+    then completes the other pending reads of that item and each completion callback raises on the
+    closed loop, printed through `sys.unraisablehook` (two to forty tracebacks, also at exit).
+    Installed before each read (the callbacks may fire before the failure reaches us); it drops
+    exactly those reports.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_codet5p_quiet_loop", False):
+        return
+
+    def hook(unraisable):
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._codet5p_quiet_loop = True
+    sys.unraisablehook = hook
+
+
 def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
     """Restores one PyTree item into the structure/shardings of `target` (abstract arrays)."""
     if not directory.is_dir():
         raise CheckpointError(f"Checkpoint item {directory} is missing: truncated checkpoint.")
+    quiet_closed_event_loop()
     try:
         restored = ocp.StandardCheckpointer().restore(directory, target)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise CheckpointError(
-            f"Could not read {directory} (truncated or corrupt checkpoint): {type(e).__name__}: {e}"
+            f"Could not read {directory} (truncated or corrupt checkpoint): {error_summary(e)}"
         ) from e
     # Orbax may return plain tuples for optax NamedTuples: put leaves back into target's treedef.
     return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored))
@@ -137,13 +177,15 @@ def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
 
 def item_shapes(directory: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
     """`{"a/b/c": (shape, dtype)}` of a saved PyTree item, from its metadata only."""
+    quiet_closed_event_loop()
     try:
         # The handler, not a Checkpointer: a Checkpointer also looks for a step-level
         # _CHECKPOINT_METADATA, which item directories never have, and warns about it.
         meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory)).tree
     except Exception as e:
         raise CheckpointError(
-            f"Could not read the metadata of {directory} (truncated or corrupt checkpoint): {e}"
+            f"Could not read the metadata of {directory} (truncated or corrupt checkpoint): "
+            f"{error_summary(e)}"
         ) from e
     flat = jax.tree_util.tree_flatten_with_path(meta)[0]
     return {

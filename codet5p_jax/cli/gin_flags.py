@@ -248,6 +248,11 @@ def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ())
     Returns:
       `(status, result)`: status 0 with `fn()`'s result, or 2 with None after printing the error.
     """
+    from codet5p_jax.checkpointing import CheckpointError
+    from codet5p_jax.convert.mapping import ConversionError
+
+    # Unreadable or mismatched checkpoints carry their own complete message.
+    expected_errors = (CheckpointError, ConversionError, *expected_errors)
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv, prog, description)
     setup_logging()

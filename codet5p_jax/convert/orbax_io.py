@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from codet5p_jax import checkpointing
 from codet5p_jax.config import T5Config
 from codet5p_jax.convert import hf_t5
 from codet5p_jax.convert.atomic_dir import atomic_directory
@@ -107,6 +108,7 @@ def load_orbax(path) -> tuple[T5Config, dict]:
     # A synchronous checkpointer, deliberately not closed in a `with`: closing it after a failed
     # read makes orbax's event loop print "Event loop is closed" tracebacks at exit.
     checkpointer = ocp.PyTreeCheckpointer()
+    checkpointing.quiet_closed_event_loop()
     try:
         # The handler's metadata: the Checkpointer's also wants a _CHECKPOINT_METADATA file,
         # which this layout does not have, and warns about it.
@@ -122,7 +124,9 @@ def load_orbax(path) -> tuple[T5Config, dict]:
     except ConversionError:
         raise
     except Exception as e:  # orbax/tensorstore raise many types; all mean "cannot read this"
-        raise ConversionError(f"{params_dir}: unreadable orbax checkpoint: {e}") from e
+        raise ConversionError(
+            f"{params_dir}: unreadable orbax checkpoint: {checkpointing.error_summary(e)}"
+        ) from e
     hf_t5.check_params(params, cfg, source=str(params_dir))
     return cfg, params
 

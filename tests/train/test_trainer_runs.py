@@ -407,3 +407,77 @@ def test_default_tokenizer_warning_once_naming_the_setting(monkeypatch, tmp_path
     hints = [r.getMessage() for r in caplog.records if "no tokenizer set" in r.getMessage()]
     assert len(hints) == 1
     assert "CODET5P_TOKENIZER_DIR=DIR" in hints[0] and "tokenizer_path.path" in hints[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged checkpoint under eval / infer / from_pretrained: the reason, on one line
+# ---------------------------------------------------------------------------------------------
+def _truncated_copy(full_run, dst):
+    shutil.copytree(full_run, dst)
+    params = dst / "checkpoints" / "6" / "params"
+    biggest = max((p for p in params.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+    return dst
+
+
+def test_corrupt_checkpoint_under_eval_infer_and_from_pretrained(full_run, tmp_path, capsys):
+    from codet5p_jax import from_pretrained
+    from codet5p_jax.cli.eval import main as eval_main
+    from codet5p_jax.cli.infer import main as infer_main
+    from codet5p_jax.convert.mapping import ConversionError
+
+    bad = _truncated_copy(full_run, tmp_path / "bad")
+    common = [
+        f"--gin.CHECKPOINT_PATH='{bad}'",
+        "--gin.MIXTURE_OR_TASK_NAME='toy_reverse'",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 16}",
+    ]
+    infer_argv = [
+        "--gin_file=gin/runs/infer.gin",
+        *common,
+        f"--gin.OUTPUT_FILE='{tmp_path / 'p.jsonl'}'",
+        "--gin.infer.task_modules=('toy_tasks',)",
+    ]
+    eval_argv = [
+        "--gin_file=gin/runs/eval.gin",
+        *common,
+        f"--gin.OUTPUT_DIR='{tmp_path / 'ev'}'",
+        "--gin.evaluate.task_modules=('toy_tasks',)",
+    ]
+    for main_fn, argv, prog in ((infer_main, infer_argv, "infer"), (eval_main, eval_argv, "eval")):
+        assert main_fn(argv) == 2
+        err = capsys.readouterr().err
+        errors = [x for x in err.splitlines() if x.startswith(f"codet5p {prog}: error: ")]
+        assert len(errors) == 1, err
+        assert f"Could not read {bad}/checkpoints/6/params (truncated or corrupt" in errors[0]
+        assert "is not valid for value of size 100" in errors[0]  # TensorStore's root cause
+        assert "TensorStore" not in err and "'driver'" not in err and "Traceback" not in err
+    with pytest.raises(ConversionError) as info:
+        from_pretrained(bad)
+    assert "\n" not in str(info.value) and "TensorStore" not in str(info.value)
+
+
+def test_failed_read_prints_no_event_loop_tracebacks(full_run, tmp_path):
+    """A damaged OCDBT manifest fails orbax's read mid-way; TensorStore then completes the other
+    pending reads on orbax's closed event loop, which used to print `RuntimeError: Event loop is
+    closed` tracebacks (a few to dozens, some at exit)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    shutil.copytree(full_run, bad)
+    (bad / "checkpoints" / "6" / "params" / "manifest.ocdbt").write_bytes(b"xx")
+    code = (
+        "import time\n"
+        "from codet5p_jax import checkpointing\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        f"        checkpointing.latest_params({str(bad)!r})\n"
+        "    except checkpointing.CheckpointError as e:\n"
+        "        print(e)\n"
+        "    time.sleep(0.3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Could not read the metadata of") == 3
+    assert "Event loop is closed" not in proc.stderr and "Traceback" not in proc.stderr
