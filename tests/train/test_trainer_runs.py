@@ -481,3 +481,15 @@ def test_failed_read_prints_no_event_loop_tracebacks(full_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Could not read the metadata of") == 3
     assert "Event loop is closed" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_from_an_earlier_step_keeps_metrics_consistent(full_run, toy_gin, tmp_path):
+    """Steps 4-6 were logged, but the run resumes from checkpoint 3 (checkpoint 6 lost, as after
+    a SIGKILL between the log and the save): metrics.jsonl holds each step once, as recomputed."""
+    model_dir = tmp_path / "earlier"
+    shutil.copytree(full_run, model_dir)
+    shutil.rmtree(model_dir / "checkpoints" / "6")
+    assert _run(toy_gin, model_dir) == 0
+    steps = [json.loads(x)["step"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert _losses(model_dir) == _losses(full_run)  # exact resume: the same rows again
