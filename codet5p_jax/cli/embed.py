@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from codet5p_jax import file_modes
 from codet5p_jax.evaluation import retrieval
 
 DEFAULT_LENGTHS = {"text": retrieval.TEXT_LENGTH, "code": retrieval.CODE_LENGTH}
@@ -97,6 +98,7 @@ def write_vectors(path, vectors: np.ndarray) -> None:
             from safetensors.numpy import save_file
 
             save_file({OUTPUT_KEY: np.ascontiguousarray(vectors, np.float32)}, tmp)
+        file_modes.as_new(tmp)  # mkstemp made it 0600; an output is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

