@@ -493,3 +493,10 @@ def test_resume_from_an_earlier_step_keeps_metrics_consistent(full_run, toy_gin,
     steps = [json.loads(x)["step"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert _losses(model_dir) == _losses(full_run)  # exact resume: the same rows again
+
+
+def test_convert_of_a_run_names_the_exported_step(full_run, tmp_path, capsys):
+    from codet5p_jax.cli.convert import main as convert_main
+
+    assert convert_main([str(full_run), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert f"converted run {full_run} at step 6 (checkpoints/6) -> hf" in capsys.readouterr().out
