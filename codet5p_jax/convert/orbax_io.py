@@ -112,7 +112,13 @@ def load_orbax(path) -> tuple[T5Config, dict]:
     try:
         # The handler's metadata: the Checkpointer's also wants a _CHECKPOINT_METADATA file,
         # which this layout does not have, and warns about it.
-        metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
+        try:
+            metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
+        except Exception as e:  # as the Checkpointer, which reported a failed read as None
+            raise ConversionError(
+                f"{params_dir}: no readable orbax metadata (corrupt?): "
+                f"{checkpointing.error_summary(e)}"
+            ) from e
         if metadata is None:
             raise ConversionError(f"{params_dir}: no readable orbax metadata (corrupt?)")
         restore_args = jax.tree.map(
