@@ -32,8 +32,10 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from codet5p_jax import families
+from codet5p_jax.convert.orbax_errors import error_summary, quiet_closed_event_loop
 
 FORMAT = "codet5p_jax/1"
 CHECKPOINTS = "checkpoints"
@@ -91,11 +93,12 @@ def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
     """Restores one PyTree item into the structure/shardings of `target` (abstract arrays)."""
     if not directory.is_dir():
         raise CheckpointError(f"Checkpoint item {directory} is missing: truncated checkpoint.")
+    quiet_closed_event_loop()
     try:
         restored = ocp.StandardCheckpointer().restore(directory, target)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
         raise CheckpointError(
-            f"Could not read {directory} (truncated or corrupt checkpoint): {type(e).__name__}: {e}"
+            f"Could not read {directory} (truncated or corrupt checkpoint): {error_summary(e)}"
         ) from e
     # Orbax may return plain tuples for optax NamedTuples: put leaves back into target's treedef.
     return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored))
@@ -103,11 +106,15 @@ def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
 
 def item_shapes(directory: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
     """`{"a/b/c": (shape, dtype)}` of a saved PyTree item, from its metadata only."""
+    quiet_closed_event_loop()
     try:
-        meta = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+        # The handler, not a Checkpointer: a Checkpointer also looks for a step-level
+        # _CHECKPOINT_METADATA, which item directories never have, and warns about it.
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory)).tree
     except Exception as e:
         raise CheckpointError(
-            f"Could not read the metadata of {directory} (truncated or corrupt checkpoint): {e}"
+            f"Could not read the metadata of {directory} (truncated or corrupt checkpoint): "
+            f"{error_summary(e)}"
         ) from e
     flat = jax.tree_util.tree_flatten_with_path(meta)[0]
     return {
@@ -140,7 +147,7 @@ class Checkpointer:
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,  # leftovers of a run killed mid-save
-            create=True,
+            create=False,  # the first save creates it: a run that fails first leaves no empty dir
         )
         self.manager = ocp.CheckpointManager(self.directory, item_names=ITEMS, options=options)
 

@@ -39,6 +39,8 @@ CODEGEN_VOCAB_SIZE = 50_295  # 50,257 GPT-2 ids + 38 whitespace tokens
 CODEGEN_MODEL_VOCAB_SIZE = 51_200
 
 ENV_TOKENIZER_DIR = "CODET5P_TOKENIZER_DIR"
+log = logging.getLogger(__name__)
+_warned_default: list[bool] = []  # non-empty once the fallback warning was logged
 
 
 def sentinel_id(n: int) -> int:
@@ -64,11 +66,15 @@ def tokenizer_path(path: str | None = None) -> pathlib.Path:
         return pathlib.Path(path)
     from tasks import tokenizer_training  # deferred: training pulls in the corpus builder
 
-    logging.warning(
-        "No tokenizer given (gin tokenizer_path.path or $%s); using a CodeT5-recipe BPE trained "
-        "on the bundled stdlib corpus, not the released CodeT5+ tokenizer.",
-        ENV_TOKENIZER_DIR,
-    )
+    if not _warned_default:  # every vocabulary of every task asks; say it once per run
+        _warned_default.append(True)
+        log.warning(
+            "no tokenizer set: using a CodeT5-recipe BPE trained on the bundled stdlib corpus "
+            "(cached under $CODET5P_CACHE_DIR/tokenizers), not the released CodeT5+ tokenizer; "
+            "to use another, set %s=DIR or --gin.tokenizer_path.path=\"'DIR'\" (DIR: an HF "
+            "tokenizer directory, or one with vocab.json + merges.txt)",
+            ENV_TOKENIZER_DIR,
+        )
     return tokenizer_training.default_stdlib_tokenizer_dir()
 
 

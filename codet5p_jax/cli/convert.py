@@ -11,6 +11,7 @@ leaves nothing behind.
 """
 
 import argparse
+import pathlib
 import sys
 import time
 
@@ -38,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _step_of(ckpt: loading.Checkpoint, src) -> str:
+    """` at step N (checkpoints/N)` for a training-run source (its latest step is exported)."""
+    if ckpt.format != "run":
+        return ""
+    step_dir = pathlib.Path(ckpt.path)
+    try:
+        where = step_dir.relative_to(pathlib.Path(src))
+    except ValueError:
+        where = step_dir
+    return f" at step {step_dir.name}" + (f" ({where})" if str(where) != "." else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `codet5p convert`; returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
@@ -48,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codet5p convert: error: {e}", file=sys.stderr)
         return 1
     cfg = ckpt.config
-    layout = "scanned" if cfg.scan_layers else "unscanned"
+    layout = "scanned" if getattr(cfg, "scan_layers", False) else "unscanned"
     print(
-        f"converted {ckpt.format} {args.src} -> {args.to} {args.dst} "
-        f"({cfg.kind}, {cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers, {layout}) "
+        f"converted {ckpt.format} {args.src}{_step_of(ckpt, args.src)} -> {args.to} {args.dst} "
+        f"({ckpt.family.name} family, {getattr(cfg, 'name', '?')}, {layout}) "
         f"in {time.perf_counter() - start:.1f}s"
     )
     return 0

@@ -20,6 +20,7 @@ import tempfile
 
 import numpy as np
 
+from codet5p_jax import file_modes
 from codet5p_jax.evaluation import retrieval
 from codet5p_jax.evaluation.embeddings import embed_texts
 
@@ -74,6 +75,7 @@ def write_vectors(path, vectors: np.ndarray) -> None:
             from safetensors.numpy import save_file
 
             save_file({OUTPUT_KEY: np.ascontiguousarray(vectors, np.float32)}, tmp)
+        file_modes.as_new(tmp)  # mkstemp made it 0600; an output is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

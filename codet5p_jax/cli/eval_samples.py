@@ -11,6 +11,8 @@ metrics. DIR defaults to `<samples>.eval/`.
 
 import argparse
 import json
+import os
+import pathlib
 import sys
 
 from codet5p_jax.evaluation import benchmarks, humaneval
@@ -39,10 +41,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out_dir(out: pathlib.Path) -> None:
+    """Raises ValueError unless `out` is, or can be created as, a writable directory (checked
+    before the programs run, so a bad --out does not cost a whole scoring run)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: {existing} is not writable")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `codet5p eval-samples`; returns the exit code."""
     args = _parser().parse_args(argv)
+    out = pathlib.Path(args.out or f"{args.samples}.eval")
     try:
+        _check_out_dir(out)
         if args.benchmark == "summarization":
             raise ValueError("eval-samples scores execution benchmarks; summarization has no tests")
         if args.codet5p_prompts and args.benchmark != "humaneval":
@@ -67,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"codet5p eval-samples: error: {e}", file=sys.stderr)
         return 2
     result.metrics["samples_file"] = args.samples
-    result.write(args.out or f"{args.samples}.eval")
+    try:
+        result.write(out)
+    except OSError as e:  # e.g. the disk filled up while scoring
+        print(f"codet5p eval-samples: error: cannot write results to {out}: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result.metrics, indent=2, sort_keys=True))
     return 0
 

@@ -6,6 +6,7 @@ flags or, with `--distributed`, from the environment (TPU pods, SLURM, GKE set i
 """
 
 import argparse
+import difflib
 import logging
 import os
 import pathlib
@@ -140,11 +141,54 @@ def parse_gin(args: argparse.Namespace) -> None:
     # later search path has the file; real problems raise below.
     root.setLevel(logging.CRITICAL)
     try:
-        gin.parse_config_files_and_bindings(args.gin_file, args.gin_bindings, finalize_config=False)
+        gin.parse_config_files_and_bindings(args.gin_file, None, finalize_config=False)
+        for binding in args.gin_bindings:  # one at a time, so an error names its binding
+            try:
+                gin.parse_config(binding)
+            except Exception as e:
+                raise UsageError(f"bad gin binding --gin.{binding}: {_binding_problem(e)}") from e
+    except UsageError:
+        raise
     except Exception as e:  # gin raises ValueError/KeyError/SyntaxError for bad configs
         raise UsageError(f"gin configuration error: {e}") from e
     finally:
         root.setLevel(level)
+    check_macro_bindings(args.gin_bindings)
+
+
+def _binding_problem(e: Exception) -> str:
+    """gin's complaint about one command-line binding, without its `(line 1)` location."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    text = text.replace(" (line 1)", "").rstrip(" .")
+    if "Unable to parse value" in text:
+        text += " (string values need inner quotes: --gin.KEY=\"'text'\")"
+    return text
+
+
+def check_macro_bindings(bindings: list[str]) -> None:
+    """Raises UsageError for a `--gin.NAME=VALUE` macro that no gin file of the run uses.
+
+    gin itself refuses an unknown *parameter* (`train.save_evry`), but binding a macro only
+    defines it, so a misspelled `--gin.TRAIN_STEPZ=10` would be ignored and the run would go on
+    with the file's TRAIN_STEPS.
+    """
+    from gin import config as gin_config
+
+    used = {
+        ref.config_key[0]
+        for ref in gin_config.iterate_references(gin_config._CONFIG)
+        if ref.config_key[1] == "gin.macro"
+    }
+    for binding in bindings:
+        name = binding.split("=", 1)[0].strip()
+        if "." in name or name in used:  # parameters are checked by gin
+            continue
+        close = difflib.get_close_matches(name, sorted(used), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise UsageError(
+            f"unknown gin macro {name} (--gin.{binding}): no gin file of this run uses "
+            f"%{name}{hint}"
+        )
 
 
 def required_error(e: Exception) -> str | None:
@@ -158,9 +202,36 @@ def required_error(e: Exception) -> str | None:
     return None
 
 
+def setup_logging() -> None:
+    """INFO lines of the project on stderr as `LEVEL logger: message`.
+
+    `logging.basicConfig` is not enough: importing orbax logs through absl before the command
+    runs, which attaches a plain WARNING-level stderr handler to the root logger, and
+    `basicConfig` then does nothing. That default handler (exact type `StreamHandler`; pytest's
+    capture handlers are subclasses and stay) and one installed by an earlier call are replaced
+    by a handler on the current `sys.stderr`.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler or getattr(handler, "_codet5p", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler._codet5p = True
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def fail(prog: str, message: str) -> int:
-    """Prints `prog: error: message` to stderr and returns exit status 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr)
+    """Prints `prog: error: message` to stderr and returns exit status 2.
+
+    gin appends `  In call to configurable 'train' (<function ...>)` lines to exceptions raised
+    inside a configurable; they name no user setting and are dropped.
+    """
+    lines = [x for x in message.splitlines() if not x.strip().startswith("In call to configurable")]
+    print(f"{prog}: error: {chr(10).join(lines)}", file=sys.stderr)
     return 2
 
 
@@ -177,11 +248,14 @@ def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ())
     Returns:
       `(status, result)`: status 0 with `fn()`'s result, or 2 with None after printing the error.
     """
+    from codet5p_jax.checkpointing import CheckpointError
+    from codet5p_jax.convert.mapping import ConversionError
+
+    # Unreadable or mismatched checkpoints carry their own complete message.
+    expected_errors = (CheckpointError, ConversionError, *expected_errors)
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv, prog, description)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src", "orbax", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     init_distributed(args)
     try:
         add_seqio_cache_dirs(args)
@@ -191,5 +265,7 @@ def run_mode(argv, prog: str, description: str, fn, expected_errors: tuple = ())
         return fail(prog, str(e)), None
     except (ValueError, TypeError, RuntimeError) as e:
         return fail(prog, required_error(e) or f"{type(e).__name__}: {e}"), None
+    except OSError as e:  # an unwritable output, a full disk: the path and reason, no traceback
+        return fail(prog, str(e)), None
     finally:
         gin.clear_config()

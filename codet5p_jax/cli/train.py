@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         PROG,
         "Train a CodeT5+ model from gin configs (t5x-style).",
         trainer.train,
-        (CheckpointError, NonFiniteLossError),
+        (CheckpointError, NonFiniteLossError, trainer.RunConfigError),
     )
     if status:
         return status

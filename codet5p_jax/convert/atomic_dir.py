@@ -6,6 +6,7 @@ import pathlib
 import shutil
 import tempfile
 
+from codet5p_jax import file_modes
 from codet5p_jax.convert.mapping import ConversionError
 
 
@@ -31,9 +32,11 @@ def atomic_directory(dst):
     if not dst.parent.is_dir():
         raise ConversionError(f"Parent directory of the destination {dst} does not exist")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private (0700); the result is an ordinary directory
     try:
         yield tmp
+        # mkdtemp makes the directory private (0700) and safetensors writes 0600 files: the
+        # result gets the modes of ordinary files under the umask (0755 / 0644 under 022).
+        file_modes.as_new_tree(tmp)
         os.rename(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -16,10 +16,12 @@ import pathlib
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from codet5p_jax.convert.atomic_dir import atomic_directory
 from codet5p_jax.convert.hf_io import TOKENIZER_FILES, copy_tokenizer_files
 from codet5p_jax.convert.mapping import ConversionError
+from codet5p_jax.convert.orbax_errors import error_summary, quiet_closed_event_loop
 
 CONFIG_FILE = "codet5p_config.json"
 PARAMS_DIR = "params"
@@ -85,8 +87,16 @@ def read_params(path) -> dict:
     # A synchronous checkpointer, deliberately not closed in a `with`: closing it after a failed
     # read makes orbax's event loop print "Event loop is closed" tracebacks at exit.
     checkpointer = ocp.PyTreeCheckpointer()
+    quiet_closed_event_loop()
     try:
-        metadata = checkpointer.metadata(params_dir).item_metadata
+        # The handler's metadata: the Checkpointer's also wants a _CHECKPOINT_METADATA file,
+        # which this layout does not have, and warns about it.
+        try:
+            metadata = ocp.PyTreeCheckpointHandler().metadata(epath.Path(params_dir))
+        except Exception as e:  # as the Checkpointer, which reported a failed read as None
+            raise ConversionError(
+                f"{params_dir}: no readable orbax metadata (corrupt?): {error_summary(e)}"
+            ) from e
         if metadata is None:
             raise ConversionError(f"{params_dir}: no readable orbax metadata (corrupt?)")
         restore_args = jax.tree.map(
@@ -98,7 +108,9 @@ def read_params(path) -> dict:
     except ConversionError:
         raise
     except Exception as e:  # orbax/tensorstore raise many types; all mean "cannot read this"
-        raise ConversionError(f"{params_dir}: unreadable orbax checkpoint: {e}") from e
+        raise ConversionError(
+            f"{params_dir}: unreadable orbax checkpoint: {error_summary(e)}"
+        ) from e
 
 
 def tokenizer_dir_of(path) -> pathlib.Path | None:

@@ -130,6 +130,7 @@ def score_programs(
         benchmark=benchmark,
         timeout=config.timeout,
         network_isolation=sorted({o.network for o in outcomes}),
+        filesystem_isolation=sorted({o.filesystem for o in outcomes}),
     )
 
 

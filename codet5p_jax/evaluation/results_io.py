@@ -7,20 +7,32 @@ import pathlib
 import tempfile
 from collections.abc import Iterable, Iterator
 
+from codet5p_jax import file_modes
+
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yields (line_number, record) for each non-blank line of a .jsonl or .jsonl.gz file.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a line is not a JSON object (the message names file and line).
+        ValueError: `path` is a directory, or a line is not UTF-8 text or not a JSON object (the
+            message names file and line).
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with opener(path, "rb") as f:
+        for number, raw in enumerate(_lines(f, path), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}, line {number}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                    f"{e.start + 1}); expected JSON lines"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -33,12 +45,21 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield number, record
 
 
+def _lines(f, path: pathlib.Path) -> Iterator[bytes]:
+    """The byte lines of an open file; a damaged .gz names the file."""
+    try:
+        yield from f
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path}: unreadable ({e})") from None
+
+
 def _write_atomic(path: pathlib.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        file_modes.as_new(tmp)  # mkstemp made it 0600; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

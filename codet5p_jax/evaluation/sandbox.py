@@ -7,7 +7,10 @@ and a process budget. When the evaluator runs as root the program also runs unde
 different uid cannot signal the evaluator or other users' processes; every process of that uid is
 killed after the run, so a fork bomb or a daemonised child cannot outlive its sample. The network is
 left through a new network namespace when the kernel allows it (root), else the child's `socket`
-module is disabled (best effort). What this does and does not protect against: docs/evaluation.md.
+module is disabled (best effort). As root the program also gets a private mount namespace: every
+mount read-only except its workdir and fresh tmpfs mounts on /tmp, /var/tmp and /dev/shm, so it can
+leave no file anywhere (files in world-writable directories owned by the uid are also swept).
+What this does and does not protect against: docs/evaluation.md.
 
 The launcher that runs inside the subprocess is `sandbox_child.py`.
 """
@@ -83,6 +86,9 @@ class ExecutionResult:
         value: the reported variable converted to float, or None (see `run_program`).
         value_repr: `repr` of the reported variable (truncated), or None.
         network: "netns", "socket-disabled" or "host".
+        filesystem: "private" (as root: a mount namespace where everything but the workdir and
+            fresh /tmp, /var/tmp, /dev/shm tmpfs mounts is read-only), "partial" (some mount
+            stayed writable) or "shared" (no namespace: the uid sweep is the only cleanup).
         uid: the uid the program ran as, or None when it kept the evaluator's uid.
     """
 
@@ -95,6 +101,7 @@ class ExecutionResult:
     value: float | None = None
     value_repr: str | None = None
     network: str = ""
+    filesystem: str = ""
     uid: int | None = None
 
 
@@ -183,9 +190,15 @@ def _kill_all(uid: int | None, session: int) -> None:
         time.sleep(0.005)
 
 
+# World-writable directories swept after each run. With private mounts (the normal case as root)
+# the program could not write to any of them; this is the fallback for kernels that refuse a
+# mount namespace, and it covers only these well-known places.
+_SWEPT_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue")
+
+
 def _remove_uid_files(uid: int) -> None:
-    """Deletes what the sandbox uid left in the world-writable temp dirs (outside its workdir)."""
-    for directory in ("/tmp", "/var/tmp", "/dev/shm"):
+    """Deletes what the sandbox uid left in the world-writable directories (outside its workdir)."""
+    for directory in _SWEPT_DIRS:
         with contextlib.suppress(OSError):
             for entry in os.scandir(directory):
                 with contextlib.suppress(OSError):
@@ -280,6 +293,7 @@ def run_program(
             "file_size_bytes": config.file_size_bytes,
             "cpu_seconds": math.ceil(config.timeout) + 1,
             "isolate_network": config.isolate_network,
+            "tmpfs_bytes": 4 * config.file_size_bytes,
             "report_variable": report_variable,
         }
         env = {
@@ -327,10 +341,12 @@ def run_program(
         shutil.rmtree(logdir, ignore_errors=True)
         _release_slot(slot)
 
-    network, ok_payload = "", None
+    network, filesystem, ok_payload = "", "", None
     for line in report.splitlines():
         if line.startswith("net:") and not network:
             network = line[4:]
+        elif line.startswith("fs:") and not filesystem:
+            filesystem = line[3:]
         elif line.startswith(f"ok:{request['nonce']}:"):
             ok_payload = json.loads(line.split(":", 2)[2])
     passed = ok_payload is not None and proc.returncode == 0 and not timed_out
@@ -350,6 +366,7 @@ def run_program(
         value=(ok_payload or {}).get("value"),
         value_repr=(ok_payload or {}).get("repr"),
         network=network,
+        filesystem=filesystem,
         uid=slot.uid,
     )
 

@@ -11,16 +11,24 @@ that kills its parent kills only this launcher, which the evaluator then reports
 """
 
 import builtins
+import contextlib
 import ctypes
 import json
 import math
 import numbers
 import os
+import re
 import resource
 import sys
 import traceback
 
 _CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS = 0x00020000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MOUNT_OPTION_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+# Writable in the sandbox, each a fresh tmpfs that disappears with the run's mount namespace.
+_PRIVATE_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 _PR_SET_KEEPCAPS = 8
 _PR_SET_NO_NEW_PRIVS = 38
 _CAP_DAC_READ_SEARCH = 2
@@ -52,6 +60,67 @@ def _leave_network() -> str:
         return "netns"  # only a (down) loopback device exists in the new namespace
     _disable_sockets()
     return "socket-disabled"
+
+
+def _mount(source, target: str, fstype, flags: int, data=None) -> None:
+    enc = [None if x is None else os.fsencode(x) for x in (source, target, fstype, data)]
+    _LIBC.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    _check(_LIBC.mount(enc[0], enc[1], enc[2], flags, enc[3]), f"mount {target}")
+
+
+def _mount_points() -> list[tuple[str, int]]:
+    """(mount point, per-mount flags to keep) of every mount in this namespace."""
+    points = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            # Octal escapes for blanks and backslashes: \040 = space.
+            point = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4])
+            keep = sum(_MOUNT_OPTION_FLAGS.get(o, 0) for o in fields[5].decode().split(","))
+            points.append((os.fsdecode(point), keep))
+    return points
+
+
+def _private_mounts(cwd: str, tmpfs_bytes: int) -> str:
+    """Gives the program a private view of the filesystem, so it can leave no file behind.
+
+    In a new mount namespace (nothing propagates back): every mount becomes read-only, except a
+    fresh tmpfs on each of /tmp, /var/tmp and /dev/shm and the program's own `cwd`. A file written
+    anywhere else fails with EROFS (world-writable directories such as /run/lock included), and
+    the tmpfs contents vanish with the namespace when the run's last process exits. Needs
+    CAP_SYS_ADMIN (the root launcher); the program itself runs under the sandbox uid and cannot
+    undo it.
+
+    Returns:
+      "private"; "partial" when some mount stayed writable (the evaluator's sweep of the
+      well-known temporary directories still runs); "shared" when the kernel refused a new mount
+      namespace.
+    """
+    if _LIBC.unshare(_CLONE_NEWNS) != 0:
+        return "shared"
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+    workdir = os.open(cwd, os.O_PATH | os.O_DIRECTORY)
+    result = "private"
+    try:
+        for point, keep in _mount_points():
+            try:
+                _mount(None, point, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | keep)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    if os.statvfs(point).f_flag & os.ST_RDONLY:
+                        continue  # already read-only
+                result = "partial"
+        for directory in _PRIVATE_TMP_DIRS:
+            if os.path.isdir(directory):
+                options = f"mode=1777,size={tmpfs_bytes}"
+                _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
+        # The workdir (usually under /tmp, now hidden) is bound back at its path, writable.
+        os.makedirs(cwd, exist_ok=True)
+        _mount(f"/proc/self/fd/{workdir}", cwd, None, _MS_BIND)
+        _mount(None, cwd, None, _MS_REMOUNT | _MS_BIND | _MS_NOSUID | _MS_NODEV)
+    finally:
+        os.close(workdir)
+    return result
 
 
 def _disable_sockets() -> None:
@@ -164,6 +233,9 @@ def main() -> None:
     result_fd = req["result_fd"]
     network = _leave_network() if req["isolate_network"] else "host"
     os.write(result_fd, f"net:{network}\n".encode())
+    # Only with the privilege drop: a program running as root could remount everything.
+    mounts = _private_mounts(req["cwd"], req["tmpfs_bytes"]) if req["uid"] is not None else "shared"
+    os.write(result_fd, f"fs:{mounts}\n".encode())
     pid = os.fork()
     if pid == 0:
         _run_child(req, result_fd)

@@ -16,6 +16,7 @@ window; every other metric is a plain mean over steps.
 """
 
 import json
+import logging
 import math
 import pathlib
 import sys
@@ -26,6 +27,8 @@ from typing import Any
 import jax
 import numpy as np
 from clu import metric_writers
+
+log = logging.getLogger(__name__)
 
 # Peak dense bf16 FLOP/s per chip, for the MFU estimate (vendor datasheets).
 PEAK_FLOPS = {
@@ -44,11 +47,19 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class JsonlWriter(metric_writers.MetricWriter):
-    """clu writer appending `{"step": s, **scalars}` lines to a JSONL file."""
+    """clu writer appending `{"step": s, **scalars}` lines to a JSONL file.
 
-    def __init__(self, path: str | pathlib.Path):
+    Args:
+      path: The JSONL file.
+      keep_through: Drop existing rows of later steps first: a run resuming from the checkpoint
+        of this step recomputes them, and the file must match the checkpoint (no step twice).
+    """
+
+    def __init__(self, path: str | pathlib.Path, keep_through: int | None = None):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_through is not None and self.path.is_file():
+            _truncate_after(self.path, keep_through)
         self._file = self.path.open("a")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
@@ -82,6 +93,30 @@ class JsonlWriter(metric_writers.MetricWriter):
 
     def close(self):
         self._file.close()
+
+
+def _truncate_after(path: pathlib.Path, step: int) -> None:
+    """Rewrites the JSONL file `path` without its rows of steps after `step`."""
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [x for x in lines if x.strip() and _row_step(x) <= step]
+    if len(kept) == len(lines):
+        return
+    log.info(
+        "%s: dropped %d rows after step %d (not in the checkpoint this run starts from)",
+        path,
+        len(lines) - len(kept),
+        step,
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf  # a damaged row (a run killed mid-write) goes too
 
 
 def average_window(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -135,7 +170,9 @@ class MetricsLogger:
         writers = []
         if model_dir is not None and self.is_lead:
             writers.append(metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(model_dir))))
-            writers.append(JsonlWriter(pathlib.Path(model_dir) / "metrics.jsonl"))
+            writers.append(
+                JsonlWriter(pathlib.Path(model_dir) / "metrics.jsonl", keep_through=start_step)
+            )
         self.writer = metric_writers.MultiWriter(writers)
         self.tokens_per_step = tokens_per_step
         self.flops_per_step = flops_per_step

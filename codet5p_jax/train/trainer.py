@@ -14,8 +14,11 @@ Read top to bottom, `train()` is the whole procedure (big_vision style):
 
 import functools
 import logging
+import numbers
+import os
 import pathlib
 import signal
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -46,6 +49,61 @@ def check_required(**macros) -> None:
             f"Required gin macro(s) not set: {', '.join(missing)} (bind them in the experiment "
             f"gin or with --gin.{missing[0]}=...)."
         )
+
+
+class RunConfigError(ValueError):
+    """A run setting or MODEL_DIR that cannot work; raised before any file is written."""
+
+
+def check_run_parameters(task_feature_lengths, **named) -> None:
+    """Raises `RunConfigError` unless every count is a positive int (None allowed for
+    `train.keep_checkpoints`) and TASK_FEATURE_LENGTHS maps names to positive ints.
+
+    Args:
+      task_feature_lengths: The TASK_FEATURE_LENGTHS value.
+      **named: `{"BATCH_SIZE": value, ...}`: the names used in the message.
+    """
+
+    def positive_int(x) -> bool:
+        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
+
+    for name, value in named.items():
+        if value is None and name == "train.keep_checkpoints":
+            continue
+        if not positive_int(value):
+            raise RunConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(task_feature_lengths, Mapping) or not task_feature_lengths:
+        raise RunConfigError(
+            "TASK_FEATURE_LENGTHS must be a dict such as {'inputs': 512, 'targets': 256}, got "
+            f"{task_feature_lengths!r}"
+        )
+    for key, value in task_feature_lengths.items():
+        if not isinstance(key, str) or not positive_int(value):
+            raise RunConfigError(
+                f"TASK_FEATURE_LENGTHS[{key!r}] must be a positive integer, got {value!r}"
+            )
+
+
+def check_model_dir(model_dir) -> pathlib.Path:
+    """MODEL_DIR as a path, if it is (or can be created as) a writable directory.
+
+    Nothing is created here; the run creates it once the whole configuration was accepted.
+    """
+    if not isinstance(model_dir, str | pathlib.Path) or not str(model_dir):
+        raise RunConfigError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
+    path = pathlib.Path(model_dir)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        if existing == path:
+            raise RunConfigError(f"MODEL_DIR {path} exists and is not a directory")
+        raise RunConfigError(f"MODEL_DIR {path} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "read-only file system" if read_only else "permission denied"
+        raise RunConfigError(f"MODEL_DIR {path} is not writable ({existing}: {reason})")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,12 +255,22 @@ def train(
         BATCH_SIZE=batch_size,
         INITIAL_CHECKPOINT_PATH=initial_checkpoint_path,
     )
-    model_dir = pathlib.Path(model_dir)
+    # Everything is checked before MODEL_DIR is written (step 3), so a refused run leaves no
+    # config.gin or empty checkpoints/ behind.
+    check_run_parameters(
+        task_feature_lengths,
+        TRAIN_STEPS=train_steps,
+        BATCH_SIZE=batch_size,
+        **{
+            "train.num_microbatches": num_microbatches,
+            "train.save_every": save_every,
+            "train.log_every": log_every,
+            "train.keep_checkpoints": keep_checkpoints,
+        },
+    )
+    model_dir = check_model_dir(model_dir)
     cfg = model_config or get_preset("tiny")
     data_seed = seed if data_seed is None else data_seed
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if jax.process_index() == 0:
-        (model_dir / "config.gin").write_text(gin.config_str())
 
     # -- 1. mesh --
     mesh = mesh_fn()
@@ -254,16 +322,31 @@ def train(
                 f"Cannot resume {model_dir} exactly: its data settings {saved_data} differ from "
                 f"this run's {data_meta}. Use a new MODEL_DIR or the original settings."
             )
-        log.info("Resumed %s at step %d.", model_dir, latest)
+        log.info(
+            "resuming from step %d of %s (%s/%d)",
+            latest,
+            model_dir,
+            checkpointing.CHECKPOINTS,
+            latest,
+        )
     else:
         params = partitioning.sharded_init(boxed_init, mesh, rules, init_rng)[0]
         if initial_checkpoint_path:
             params, fresh = initial_checkpoint.load_initial_params(
                 initial_checkpoint_path, params, shardings.params, cfg, new_heads=new_heads
             )
-            log.info("Loaded params from %s (fresh: %s).", initial_checkpoint_path, fresh or "none")
+            log.info(
+                "starting from INITIAL_CHECKPOINT_PATH %s (%d new params initialised fresh)",
+                initial_checkpoint_path,
+                len(fresh),
+            )
+        else:
+            log.info("starting from scratch in %s (no checkpoint there)", model_dir)
         state = _init_rest(params, boxed, objective, tx, shardings, extra_rng)
     start = int(jax.device_get(state.step))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        (model_dir / "config.gin").write_text(gin.config_str())
 
     # -- 4. the one jit site --
     step_fn = functools.partial(
@@ -299,6 +382,7 @@ def train(
     preempted = False
     compiled = None
     step = start
+    failed = True
     try:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             while step < train_steps:
@@ -327,11 +411,14 @@ def train(
                     preempted = True
                     log.warning("Stopping at step %d (preemption/stop request); saved.", step)
                     break
+        failed = False
     finally:
         preemption.restore()
         ckpt.close()
         if logger is not None:
             logger.close()
+        if failed and jax.process_index() == 0 and ckpt.latest_step() is None:
+            (model_dir / "config.gin").unlink(missing_ok=True)  # no checkpoint it belongs to
     history = logger.history if logger else []
     if jax.process_index() == 0:
         (model_dir / "operative_config.gin").write_text(gin.operative_config_str())

@@ -226,3 +226,19 @@ def test_python_dash_m_entry_point(tmp_path):
     )
     assert result.returncode == 1
     assert "nope: no such file or directory" in result.stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_outputs_get_ordinary_modes_under_the_umask(good_hf, tmp_path, umask):
+    """mkdtemp (0700) and safetensors (0600) used to leave HF/orbax exports private while their
+    neighbours were 0644; every entry now has the mode a plain open()/mkdir() would give it."""
+    old = os.umask(umask)
+    try:
+        assert main([str(good_hf), str(tmp_path / "o"), "--to", "orbax"]) == 0
+        assert main([str(tmp_path / "o"), str(tmp_path / "h"), "--to", "hf"]) == 0
+    finally:
+        os.umask(old)
+    for out in (tmp_path / "o", tmp_path / "h"):
+        for path in [out, *out.rglob("*")]:
+            want = (0o777 if path.is_dir() else 0o666) & ~umask
+            assert oct(path.stat().st_mode & 0o777) == oct(want), path

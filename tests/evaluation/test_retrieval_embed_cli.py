@@ -1,6 +1,7 @@
 """`codet5p embed`: vectors written to .npy / .safetensors equal the model's embeddings."""
 
 import json
+import os
 
 import flax.linen as nn
 import jax
@@ -81,3 +82,14 @@ def test_embed_cli_jsonl_field_and_bad_inputs(embedding_dir, codet5_tokenizer_di
         embed_cli.main(common + ["--input", str(tmp_path / "nope.txt"), "--output", str(out)]) == 2
     )
     assert list(tmp_path.glob(".*")) == []  # no temp files left behind
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_written_vectors_get_an_ordinary_file_mode(tmp_path, suffix):
+    """The temp file of mkstemp is 0600; the output must be 0644 under umask 022, like any file."""
+    old = os.umask(0o022)
+    try:
+        embed_cli.write_vectors(tmp_path / f"v{suffix}", np.zeros((2, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / f"v{suffix}").stat().st_mode & 0o777 == 0o644

@@ -4,6 +4,7 @@ Fork-bomb tests keep the process budget small (8) and the timeout tight; every p
 sandbox uid is killed after each run, which the tests check through /proc.
 """
 
+import functools
 import os
 import signal
 import socket
@@ -20,6 +21,13 @@ from codet5p_jax.evaluation import sandbox
 CONFIG = sandbox.SandboxConfig(timeout=2.0, memory_bytes=512 << 20, max_processes=8)
 IS_ROOT = os.geteuid() == 0
 root_only = pytest.mark.skipif(not IS_ROOT, reason="the dedicated sandbox uid needs root")
+
+
+@functools.cache
+def _has_mount_namespace() -> bool:
+    """Whether the kernel lets the root launcher unshare a mount namespace (a container without
+    CAP_SYS_ADMIN does not; the sandbox then falls back to the uid sweep)."""
+    return sandbox.run_program("pass", CONFIG).filesystem != "shared"
 
 
 def _uid_processes(uid: int) -> list[int]:
@@ -180,7 +188,10 @@ def test_runs_as_dedicated_uid_and_cannot_write_outside(tmp_path):
     result = _run(f"import os\nprint(os.getuid())\nopen({str(target / 'x')!r}, 'w')")
     assert result.uid is not None and result.uid >= CONFIG.uid_base
     assert result.stdout.split()[0] == str(result.uid)
-    assert not result.passed and "PermissionError" in result.result
+    # tmp_path lies under /tmp, which the program sees as its own empty tmpfs (private mounts);
+    # without a mount namespace the uid's missing permission stops it.
+    expected = "FileNotFoundError" if result.filesystem == "private" else "PermissionError"
+    assert not result.passed and expected in result.result
     assert not (target / "x").exists()
 
 
@@ -190,6 +201,50 @@ def test_files_left_in_shared_temp_dirs_are_removed():
     result = _run(f"open('/dev/shm/{name}', 'w').write('x')\nopen('/tmp/{name}', 'w').write('x')")
     assert result.passed, result.result
     assert not os.path.exists(f"/dev/shm/{name}") and not os.path.exists(f"/tmp/{name}")
+
+
+@root_only
+def test_nothing_is_left_in_other_world_writable_dirs():
+    """A world-writable directory outside /tmp, /var/tmp and /dev/shm (like /run/lock) is
+    read-only in the program's mount namespace, so nothing can be left there."""
+    if not _has_mount_namespace():
+        pytest.skip("no mount namespace here (needs CAP_SYS_ADMIN)")
+    import pathlib
+    import shutil
+    import tempfile
+
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="codet5p_sandbox_ww_", dir="/var/lib"))
+    try:
+        shared.chmod(0o1777)
+        result = _run(f"open({str(shared / 'left')!r}, 'w').write('x')")
+        assert list(shared.iterdir()) == []
+        assert not result.passed and "Read-only file system" in result.result
+        assert result.filesystem == "private"
+    finally:
+        shutil.rmtree(shared)
+
+
+@root_only
+def test_private_temp_dirs_and_workdir_stay_usable():
+    """/tmp, /var/tmp and /dev/shm are fresh writable tmpfs mounts, the workdir is writable, and
+    /dev/null still takes output: ordinary programs behave as before."""
+    if not _has_mount_namespace():
+        pytest.skip("no mount namespace here (needs CAP_SYS_ADMIN)")
+    program = """
+        import os, tempfile
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "."):
+            with open(os.path.join(d, "f"), "w") as f:
+                f.write("x")
+        with tempfile.TemporaryDirectory() as d:
+            open(os.path.join(d, "g"), "w").write("y")
+        open(os.devnull, "w").write("z")
+        print(os.path.basename(os.getcwd()), sorted(os.listdir("/tmp")))
+    """
+    result = _run(program)
+    assert result.passed, result.stderr
+    assert result.filesystem == "private"
+    workdir, listing = result.stdout.split(" ", 1)
+    assert listing.strip() == str(sorted([workdir, "f"]))  # the host's /tmp is not visible
 
 
 @root_only

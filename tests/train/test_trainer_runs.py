@@ -94,15 +94,53 @@ def test_run_outputs(full_run):
         ("--gin.get_preset.name='codet5p-999m'", "Unknown preset 'codet5p-999m'"),
         ("--gin.MIXTURE_OR_TASK_NAME='toy_revers'", "Unknown task or mixture 'toy_revers'"),
         ("--gin.BATCH_SIZE=6", "BATCH_SIZE=6 is not divisible by the data-parallel size 8"),
+        ("--gin.TRAIN_STEPZ=10", "unknown gin macro TRAIN_STEPZ (--gin.TRAIN_STEPZ=10): no gin"),
+        ("--gin.TRAIN_STEPZ=10", "did you mean TRAIN_STEPS?"),
+        ("--gin.BATCH_SIZE=0", "error: BATCH_SIZE must be a positive integer, got 0\n"),
+        ("--gin.BATCH_SIZE='abc'", "error: BATCH_SIZE must be a positive integer, got 'abc'\n"),
+        ("--gin.train.log_every=-1", "train.log_every must be a positive integer, got -1"),
+        ("--gin.TASK_FEATURE_LENGTHS={'inputs': 0}", "TASK_FEATURE_LENGTHS['inputs'] must be"),
+        ("--gin.MODEL_DIR=/runs/x", "bad gin binding --gin.MODEL_DIR=/runs/x: Unable to parse"),
     ],
 )
 def test_bad_configuration(toy_gin, tmp_path, capsys, binding, message):
+    """One line naming the problem, exit status 2, and nothing written to MODEL_DIR."""
     model_dir = tmp_path / "run"
     assert _run(toy_gin, model_dir, binding) == 2
     err = capsys.readouterr().err
     assert message in err
-    assert not (model_dir / "checkpoints").exists() or not any(
-        (model_dir / "checkpoints").iterdir()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not model_dir.exists()
+
+
+def test_model_dir_that_is_a_file(toy_gin, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    model_dir.write_text("not a directory")
+    assert _run(toy_gin, model_dir) == 2
+    assert capsys.readouterr().err == (
+        f"codet5p train: error: MODEL_DIR {model_dir} exists and is not a directory\n"
+    )
+    assert _run(toy_gin, model_dir / "sub") == 2
+    assert f"{model_dir} is not a directory" in capsys.readouterr().err
+
+
+def test_model_dir_on_a_read_only_file_system(toy_gin, tmp_path, capsys, monkeypatch):
+    """As root, permissions do not stop a write, so the read-only mount is simulated: access()
+    says no and statvfs() reports ST_RDONLY, as they do on a `ro` mount (checked by hand with
+    `unshare -m` + `mount -o ro`)."""
+    import os
+    import types
+
+    from codet5p_jax.train import trainer
+
+    monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(trainer.os, "statvfs", lambda path: types.SimpleNamespace(f_flag=1))
+    assert os.ST_RDONLY == 1
+    assert _run(toy_gin, tmp_path / "run") == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"codet5p train: error: MODEL_DIR {tmp_path / 'run'} is not writable "
+        f"({tmp_path}: read-only file system)\n"
     )
 
 
@@ -141,6 +179,7 @@ def test_initial_checkpoint_of_other_architecture(full_run, toy_gin, tmp_path, c
     )
     assert code == 2
     assert "vocab_size: checkpoint 512, model 640" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()  # a refused start leaves no config.gin, no checkpoints/
 
 
 def test_truncated_checkpoint(full_run, toy_gin, tmp_path, capsys):
@@ -169,11 +208,13 @@ def test_nan_loss_names_the_step(toy_gin, tmp_path, capsys):
     )
     assert code == 2
     err = capsys.readouterr().err
+    assert f"starting from scratch in {model_dir}" in err  # a fresh run says so
     logged = _losses(model_dir)
     assert all(np.isfinite(v) for v in logged.values())
     bad_step = max(logged, default=0) + 1
     assert f"at step {bad_step}:" in err and ("nan" in err or "inf" in err)
-    assert not (model_dir / "checkpoints" / str(bad_step)).exists()
+    assert not (model_dir / "checkpoints").exists()  # no empty checkpoints/ either
+    assert not (model_dir / "config.gin").exists()  # nothing to resume, no config of it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +342,7 @@ def test_initial_checkpoint_adds_new_heads(full_run, tmp_path, caplog, source):
         "itm_head/kernel",
     ]
     assert "lacks 4 new params" in caplog.text and "itm_head/kernel" in caplog.text
+    assert "Metadata file does not exist" not in caplog.text  # orbax noise on our own layouts
     source_params, _, _ = checkpointing.latest_params(full_run)
     np.testing.assert_array_equal(
         np.asarray(merged["encoder"]["layers_1"]["mlp"]["wo"]["kernel"]),
@@ -323,3 +365,144 @@ def test_initial_checkpoint_missing_path(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         initial_checkpoint.load_initial_params(tmp_path / "nope", {}, {}, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run says: where it starts from, INFO lines visible, no orbax noise, one tokenizer hint
+# ---------------------------------------------------------------------------------------------
+def test_second_run_prints_the_resume_line(full_run, toy_gin, tmp_path, capsys):
+    model_dir = tmp_path / "again"
+    shutil.copytree(full_run, model_dir)
+    assert _run(toy_gin, model_dir, "--gin.TRAIN_STEPS=7") == 0
+    err = capsys.readouterr().err
+    assert f"resuming from step 6 of {model_dir} (checkpoints/6)" in err
+    assert "Metadata file does not exist" not in err
+    assert "starting from" not in err
+
+
+def test_cli_info_lines_survive_early_imports():
+    """Importing orbax logs through absl, which attaches a WARNING-level root handler before
+    the command sets up logging; the command's INFO lines must still reach stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from codet5p_jax.train import trainer\n"
+        "from codet5p_jax.cli import gin_flags\n"
+        "gin_flags.setup_logging()\n"
+        "trainer.log.info('resuming from step 1')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "INFO codet5p_jax.train.trainer: resuming from step 1" in proc.stderr
+
+
+def test_default_tokenizer_warning_once_naming_the_setting(monkeypatch, tmp_path, caplog):
+    import logging
+
+    from tasks import tokenizer_training, vocabularies
+
+    monkeypatch.delenv(vocabularies.ENV_TOKENIZER_DIR, raising=False)
+    monkeypatch.setattr(vocabularies, "_warned_default", [])
+    monkeypatch.setattr(tokenizer_training, "default_stdlib_tokenizer_dir", lambda: tmp_path)
+    with caplog.at_level(logging.WARNING):
+        assert vocabularies.tokenizer_path() == tmp_path
+        assert vocabularies.tokenizer_path() == tmp_path
+    hints = [r.getMessage() for r in caplog.records if "no tokenizer set" in r.getMessage()]
+    assert len(hints) == 1
+    assert "CODET5P_TOKENIZER_DIR=DIR" in hints[0] and "tokenizer_path.path" in hints[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# A damaged checkpoint under eval / infer / from_pretrained: the reason, on one line
+# ---------------------------------------------------------------------------------------------
+def _truncated_copy(full_run, dst):
+    shutil.copytree(full_run, dst)
+    params = dst / "checkpoints" / "6" / "params"
+    biggest = max((p for p in params.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:100])
+    return dst
+
+
+def test_corrupt_checkpoint_under_eval_infer_and_from_pretrained(full_run, tmp_path, capsys):
+    from codet5p_jax import from_pretrained
+    from codet5p_jax.cli.eval import main as eval_main
+    from codet5p_jax.cli.infer import main as infer_main
+    from codet5p_jax.convert.mapping import ConversionError
+
+    bad = _truncated_copy(full_run, tmp_path / "bad")
+    common = [
+        f"--gin.CHECKPOINT_PATH='{bad}'",
+        "--gin.MIXTURE_OR_TASK_NAME='toy_reverse'",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 16}",
+    ]
+    infer_argv = [
+        "--gin_file=gin/runs/infer.gin",
+        *common,
+        f"--gin.OUTPUT_FILE='{tmp_path / 'p.jsonl'}'",
+        "--gin.infer.task_modules=('toy_tasks',)",
+    ]
+    eval_argv = [
+        "--gin_file=gin/runs/eval.gin",
+        *common,
+        f"--gin.OUTPUT_DIR='{tmp_path / 'ev'}'",
+        "--gin.evaluate.task_modules=('toy_tasks',)",
+    ]
+    for main_fn, argv, prog in ((infer_main, infer_argv, "infer"), (eval_main, eval_argv, "eval")):
+        assert main_fn(argv) == 2
+        err = capsys.readouterr().err
+        errors = [x for x in err.splitlines() if x.startswith(f"codet5p {prog}: error: ")]
+        assert len(errors) == 1, err
+        assert f"Could not read {bad}/checkpoints/6/params (truncated or corrupt" in errors[0]
+        assert "is not valid for value of size 100" in errors[0]  # TensorStore's root cause
+        assert "TensorStore" not in err and "'driver'" not in err and "Traceback" not in err
+    with pytest.raises(ConversionError) as info:
+        from_pretrained(bad)
+    assert "\n" not in str(info.value) and "TensorStore" not in str(info.value)
+
+
+def test_failed_read_prints_no_event_loop_tracebacks(full_run, tmp_path):
+    """A damaged OCDBT manifest fails orbax's read mid-way; TensorStore then completes the other
+    pending reads on orbax's closed event loop, which used to print `RuntimeError: Event loop is
+    closed` tracebacks (a few to dozens, some at exit)."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad"
+    shutil.copytree(full_run, bad)
+    (bad / "checkpoints" / "6" / "params" / "manifest.ocdbt").write_bytes(b"xx")
+    code = (
+        "import time\n"
+        "from codet5p_jax import checkpointing\n"
+        "for _ in range(3):\n"
+        "    try:\n"
+        f"        checkpointing.latest_params({str(bad)!r})\n"
+        "    except checkpointing.CheckpointError as e:\n"
+        "        print(e)\n"
+        "    time.sleep(0.3)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("Could not read the metadata of") == 3
+    assert "Event loop is closed" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_from_an_earlier_step_keeps_metrics_consistent(full_run, toy_gin, tmp_path):
+    """Steps 4-6 were logged, but the run resumes from checkpoint 3 (checkpoint 6 lost, as after
+    a SIGKILL between the log and the save): metrics.jsonl holds each step once, as recomputed."""
+    model_dir = tmp_path / "earlier"
+    shutil.copytree(full_run, model_dir)
+    shutil.rmtree(model_dir / "checkpoints" / "6")
+    assert _run(toy_gin, model_dir) == 0
+    steps = [json.loads(x)["step"] for x in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert _losses(model_dir) == _losses(full_run)  # exact resume: the same rows again
+
+
+def test_convert_of_a_run_names_the_exported_step(full_run, tmp_path, capsys):
+    from codet5p_jax.cli.convert import main as convert_main
+
+    assert convert_main([str(full_run), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert f"converted run {full_run} at step 6 (checkpoints/6) -> hf" in capsys.readouterr().out
