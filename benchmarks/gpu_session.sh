@@ -69,7 +69,7 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
   if [ "$PARITY" = 1 ] && [ "$SECONDS" -lt "$PARITY_AFTER_S" ]; then
     # JAX on the GPU, torch reference on the CPU; default matmul precision first (TF32 may
     # apply to float32 dots), then, only if that fails, full float32 precision.
-    parity=("$PY" -m pytest -q -n 0 -p no:cacheprovider --tb=short tests/models/test_encdec_parity.py)
+    parity=("$PY" -m pytest -q -n 0 -p no:cacheprovider --tb=short tests/networks/test_encdec_parity.py)
     if ! step 80 "${parity[@]}" && [ "$SECONDS" -lt "$RETRY_AFTER_S" ]; then
       JAX_DEFAULT_MATMUL_PRECISION=highest step 80 "${parity[@]}"
     fi

@@ -97,37 +97,9 @@ def init_distributed(args: argparse.Namespace) -> None:
         jax.distributed.initialize()
 
 
-def _guard_gin_package_lookup() -> None:
-    """Makes gin's "gin file inside a Python package" lookup fail softly.
-
-    For `include 'models/x.gin'` gin also tries `importlib.util.find_spec("models")`; when a
-    *namespace* package of that name is importable (pytest puts `tests/` on sys.path, which has
-    `tests/models/`), its `origin` is None and gin crashes with a TypeError instead of trying the
-    next search path.
-    """
-    from gin import resource_reader
-
-    original = resource_reader.system_path_file_exists
-    if getattr(original, "_codet5p_guarded", False):
-        return
-
-    def exists(config_path: str) -> bool:
-        try:
-            return original(config_path)
-        except TypeError:
-            return False
-
-    exists._codet5p_guarded = True
-    gin.config._FILE_READERS[:] = [
-        (reader, exists if check is original else check)
-        for reader, check in gin.config._FILE_READERS
-    ]
-
-
 def parse_gin(args: argparse.Namespace) -> None:
     """Loads the gin files and bindings; raises UsageError naming the bad file or binding."""
     paths = [p for p in args.gin_search_paths.split(",") if p] + [str(REPO_DIR), str(REPO_GIN_DIR)]
-    _guard_gin_package_lookup()
     for path in paths:
         gin.add_config_file_search_path(path)
     for f in args.gin_file:

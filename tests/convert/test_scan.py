@@ -54,7 +54,7 @@ def test_scanned_leaf_is_the_stack_of_block_leaves():
 
 def test_hf_to_params_scanned_holds_block_i_at_index_i():
     """The scanned conversion, leaf by leaf, against the unscanned one (itself checked against
-    HF torch in tests/models): `layers/<path>[i]` is `layers_<i>/<path>` bit for bit, for every
+    HF torch in tests/networks): `layers/<path>[i]` is `layers_<i>/<path>` bit for bit, for every
     block of both stacks; stack-level params and heads are the unscanned ones."""
     cfg, params = _params()
     rng = np.random.default_rng(0)
