@@ -26,12 +26,12 @@ def test_tiny_stage2_doubles_heldout_text_to_code_mrr(tmp_path, codet5_tokenizer
     monkeypatch.setenv("CODET5P_TOKENIZER_DIR", str(codet5_tokenizer_dir))
     monkeypatch.chdir(REPO)  # the gins include each other by repo-relative paths
     stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
-    rc = train_main.main(
+    rc = train_main(
         ["--gin_file=gin/experiments/tiny_stage1.gin", f"--gin.MODEL_DIR='{stage1}'",
          f"--gin.TRAIN_STEPS={STAGE1_STEPS}"]
     )  # fmt: skip
     assert rc == 0
-    rc = train_main.main(
+    rc = train_main(
         ["--gin_file=gin/experiments/tiny_stage2.gin", f"--gin.MODEL_DIR='{stage2}'",
          f"--gin.INITIAL_CHECKPOINT_PATH='{stage1}'"]
     )  # fmt: skip
