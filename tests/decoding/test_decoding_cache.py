@@ -68,7 +68,7 @@ def test_cache_creation_pass_is_removed_by_xla(tiny):
     opts = generation._Options(
         method="greedy", num_return=1, max_new_tokens=max_new, length_penalty=1.0,
         early_stopping=False, temperature=1.0, top_k=0, top_p=1.0, eos_id=cfg.eos_token_id,
-        pad_id=0, stop_table=None,
+        pad_id=0, stop_table=None, cache=SPEC,
     )  # fmt: skip
     ids = np.full((batch, 4), 5, np.int32)
     hlo = (
