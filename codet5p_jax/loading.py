@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from codet5p_jax import checkpointing, families
+from codet5p_jax import atomic_files, checkpointing, families
 from codet5p_jax.convert import hf_io, orbax_io
 from codet5p_jax.convert.mapping import ConversionError
 
@@ -189,6 +189,13 @@ def save(dst, config, params, fmt: str, tokenizer_dir=None) -> None:
     """
     params = nn.unbox(params)
     family = families.family_of(config)
+    try:
+        _save(dst, config, params, fmt, tokenizer_dir, family)
+    except atomic_files.DestinationError as e:
+        raise ConversionError(str(e)) from None
+
+
+def _save(dst, config, params, fmt, tokenizer_dir, family) -> None:
     if fmt == "hf":
         if family.hf is None:
             raise ConversionError(f"model family {family.name!r} has no HF layout to export to")

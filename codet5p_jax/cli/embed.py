@@ -13,14 +13,12 @@ state. The output is written to a temporary file and renamed, so a failed run le
 
 import argparse
 import json
-import os
 import pathlib
 import sys
-import tempfile
 
 import numpy as np
 
-from codet5p_jax import file_modes
+from codet5p_jax import atomic_files
 from codet5p_jax.evaluation import retrieval
 from codet5p_jax.evaluation.embeddings import embed_texts
 
@@ -66,20 +64,14 @@ def write_vectors(path, vectors: np.ndarray) -> None:
     if path.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"Output must end in .npy or .safetensors, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    with atomic_files.atomic_file(path, "wb") as f:
         if path.suffix == ".npy":
-            np.save(tmp, np.ascontiguousarray(vectors, np.float32))
+            np.save(f, vectors)
         else:
-            from safetensors.numpy import save_file
+            from safetensors.numpy import save
 
-            save_file({OUTPUT_KEY: np.ascontiguousarray(vectors, np.float32)}, tmp)
-        file_modes.as_new(tmp)  # mkstemp made it 0600; an output is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+            f.write(save({OUTPUT_KEY: vectors}))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,8 +5,8 @@ See `codet5p_jax.evaluation.stage2_report.report`.
 
 import argparse
 import json
-import pathlib
 
+from codet5p_jax import atomic_files
 from codet5p_jax.evaluation.stage2_report import report
 
 
@@ -22,5 +22,5 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        pathlib.Path(args.out).write_text(text + "\n")
+        atomic_files.write_text(args.out, text + "\n")
     return 0

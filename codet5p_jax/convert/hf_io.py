@@ -16,7 +16,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from codet5p_jax.convert.atomic_dir import atomic_directory
+from codet5p_jax.atomic_files import atomic_directory
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.convert.torch_pickle import load_torch_state_dict
 

@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from codet5p_jax.convert.atomic_dir import atomic_directory
+from codet5p_jax.atomic_files import atomic_directory
 from codet5p_jax.convert.hf_io import TOKENIZER_FILES, copy_tokenizer_files
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.convert.orbax_errors import error_summary, quiet_closed_event_loop

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 import gin
+from codet5p_jax import atomic_files
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,8 @@ def infer(
     )
     out = pathlib.Path(output_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     count = 0
-    with tmp.open("w") as f:
+    with atomic_files.atomic_file(out) as f:
         for batch in batches:
             result = generation.generate(
                 model,
@@ -104,5 +104,4 @@ def infer(
                     break
             if num_examples is not None and count >= num_examples:
                 break
-    tmp.replace(out)
     return count

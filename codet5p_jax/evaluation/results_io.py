@@ -4,10 +4,9 @@ import gzip
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Iterator
 
-from codet5p_jax import file_modes
+from codet5p_jax import atomic_files
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
@@ -55,15 +54,7 @@ def _lines(f, path: pathlib.Path) -> Iterator[bytes]:
 
 def _write_atomic(path: pathlib.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        file_modes.as_new(tmp)  # mkstemp made it 0600; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_files.write_text(path, text)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:

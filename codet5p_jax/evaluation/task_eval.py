@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 import gin
+from codet5p_jax import atomic_files
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +228,9 @@ def evaluate(
                 use_cached_tasks,
             )
         )
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    tmp.replace(out_dir / "metrics.json")
+    atomic_files.write_text(
+        out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    )
     return metrics
 
 

@@ -28,6 +28,8 @@ import jax
 import numpy as np
 from clu import metric_writers
 
+from codet5p_jax import atomic_files
+
 log = logging.getLogger(__name__)
 
 # Peak dense bf16 FLOP/s per chip, for the MFU estimate (vendor datasheets).
@@ -107,9 +109,7 @@ def _truncate_after(path: pathlib.Path, step: int) -> None:
         len(lines) - len(kept),
         step,
     )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    tmp.replace(path)
+    atomic_files.write_text(path, "".join(kept))
 
 
 def _row_step(line: str) -> float:
@@ -288,10 +288,9 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_files.atomic_file(out, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import checkpointing, families, partitioning
+from codet5p_jax import atomic_files, checkpointing, families, partitioning
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, initial_checkpoint, optimizers
@@ -346,7 +346,7 @@ def train(
     start = int(jax.device_get(state.step))
     model_dir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        (model_dir / "config.gin").write_text(gin.config_str())
+        atomic_files.write_text(model_dir / "config.gin", gin.config_str())
 
     # -- 4. the one jit site --
     step_fn = functools.partial(
@@ -421,7 +421,7 @@ def train(
             (model_dir / "config.gin").unlink(missing_ok=True)  # no checkpoint it belongs to
     history = logger.history if logger else []
     if jax.process_index() == 0:
-        (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+        atomic_files.write_text(model_dir / "operative_config.gin", gin.operative_config_str())
         if plot and not preempted:
             metrics_lib.plot_loss_curve(model_dir)
     return {

@@ -1,0 +1,117 @@
+"""The one atomic writer: files and directories appear whole, with ordinary modes, or not at all.
+
+Everything the project writes for a user (HF / orbax exports, results, predictions, metrics,
+plots, embeddings) goes through `atomic_file` or `atomic_directory`: the content is built under a
+temporary name in the destination's own directory (so the final rename is atomic on one file
+system), given the mode a plain `open()` / `mkdir()` would have given it, and renamed in place.
+A failure removes the temporary and leaves the destination untouched.
+
+`tempfile.mkstemp` / `mkdtemp` create 0600 / 0700 entries and some writers (safetensors) make
+0600 files, so without `as_new` a result would be private while its neighbours are 0644 / 0755.
+"""
+
+import contextlib
+import os
+import pathlib
+import shutil
+import stat
+import tempfile
+
+
+class DestinationError(ValueError):
+    """The destination of an all-or-nothing write cannot be used (exists, no parent, a file)."""
+
+
+def umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the classic read-and-restore
+    os.umask(mask)
+    return mask
+
+
+def as_new(path: str | os.PathLike) -> None:
+    """Gives one file or directory the mode a plain `open()` / `mkdir()` would have given it
+    (0644 / 0755 under umask 022; executables keep their x bits as 0755)."""
+    mode = os.stat(path, follow_symlinks=False).st_mode
+    if stat.S_ISLNK(mode):
+        return
+    executable = stat.S_ISDIR(mode) or mode & 0o111
+    os.chmod(path, (0o777 if executable else 0o666) & ~umask())
+
+
+def as_new_tree(root: str | os.PathLike) -> None:
+    """`as_new` for `root` and everything under it."""
+    root = pathlib.Path(root)
+    for path in [root, *root.rglob("*")]:
+        as_new(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(dst):
+    """Yields a temporary directory that becomes `dst` only if the block succeeds.
+
+    Args:
+      dst: The directory to create; it must not exist, and its parent must.
+
+    Yields:
+      The `pathlib.Path` of the temporary directory to fill.
+
+    Raises:
+      DestinationError: If `dst` exists or its parent does not.
+    """
+    dst = pathlib.Path(dst)
+    if dst.exists():
+        raise DestinationError(f"Destination {dst} already exists; refusing to overwrite it")
+    if not dst.parent.is_dir():
+        raise DestinationError(f"Parent directory of the destination {dst} does not exist")
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
+    try:
+        yield tmp
+        as_new_tree(tmp)
+        os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode: str = "w"):
+    """Yields an open temporary file that replaces `path` only if the block succeeds.
+
+    Args:
+      path: The file to write (replaced if it exists); its directory must exist.
+      mode: "w" (text, UTF-8) or "wb".
+
+    Yields:
+      The open file object (for writers that take a path, use its `.name`).
+
+    Raises:
+      DestinationError: If `path` is a directory or its parent is missing or not a directory.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        raise DestinationError(f"{path} is a directory, not a file")
+    if not path.parent.is_dir():
+        raise DestinationError(f"Parent directory of {path} does not exist or is a file")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        as_new(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path, text: str) -> None:
+    """Writes `text` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text)
