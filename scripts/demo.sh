@@ -19,7 +19,7 @@ echo "== setup"
 bash scripts/setup.sh
 
 echo "== stage 1: gin/experiments/tiny_stage1.gin -> $OUT/stage1"
-$PY -m codet5p_jax.train --gin_file=gin/experiments/tiny_stage1.gin \
+$PY -m codet5p_jax.cli train --gin_file=gin/experiments/tiny_stage1.gin \
   --gin.MODEL_DIR="'$OUT/stage1'"
 
 echo "== stage 2: gin/experiments/tiny_stage2.gin (from stage 1) -> $OUT/stage2"
@@ -27,12 +27,12 @@ if [ ! -f gin/experiments/tiny_stage2.gin ]; then
   echo "demo: gin/experiments/tiny_stage2.gin does not exist yet (stage-2 experiment missing)" >&2
   exit 1
 fi
-$PY -m codet5p_jax.train --gin_file=gin/experiments/tiny_stage2.gin \
+$PY -m codet5p_jax.cli train --gin_file=gin/experiments/tiny_stage2.gin \
   --gin.MODEL_DIR="'$OUT/stage2'" --gin.INITIAL_CHECKPOINT_PATH="'$OUT/stage1'"
 
 echo "== HF export of the final checkpoint -> $OUT/stage2_hf"
 rm -rf "$OUT/stage2_hf"
-$PY -m codet5p_jax.convert "$OUT/stage2" "$OUT/stage2_hf" --to hf
+$PY -m codet5p_jax.cli convert "$OUT/stage2" "$OUT/stage2_hf" --to hf
 
 echo "== summary"
 .venv/bin/codet5p metrics "$OUT/stage1" "$OUT/stage2"

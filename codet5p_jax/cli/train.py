@@ -1,4 +1,4 @@
-"""`codet5p train` / `python -m codet5p_jax.train`: run `train()` from gin files, as t5x.
+"""`codet5p train` / `python -m codet5p_jax.cli train`: run `train()` from gin files, as t5x.
 
     codet5p train --gin_file=gin/experiments/tiny_stage1.gin \
         --gin.MODEL_DIR="'/tmp/tiny_stage1'" --gin.TRAIN_STEPS=200
