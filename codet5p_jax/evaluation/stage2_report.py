@@ -1,6 +1,6 @@
 """Held-out retrieval before and after a stage-2 run, with the BM25 baseline on the same pairs.
 
-    python -m codet5p_jax.evaluation.stage2_report --stage1 /tmp/tiny_stage1 \
+    codet5p stage2-report --stage1 /tmp/tiny_stage1 \
         --stage2 /tmp/tiny_stage2 [--data stdlib:validation] [--out report.json]
 
 "Before" is exactly the model a stage-2 run starts from: the stage-1 params with freshly
