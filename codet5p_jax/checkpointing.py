@@ -83,12 +83,6 @@ def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint metadata {meta_file} is corrupt: {e}") from e
 
 
-# One serializer for every saved config: the family registry's (fields + `family` tag).
-config_to_dict = families.config_to_dict
-config_from_dict = families.config_from_dict
-architecture_differences = families.architecture_differences
-
-
 def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
     """Restores one PyTree item into the structure/shardings of `target` (abstract arrays)."""
     if not directory.is_dir():
@@ -179,7 +173,7 @@ class Checkpointer:
         """
         step_dir = self.directory / str(step)
         meta = read_meta(step_dir)
-        diffs = architecture_differences(meta.get("model_config", {}), cfg)
+        diffs = families.architecture_differences(meta.get("model_config", {}), cfg)
         if diffs:
             raise CheckpointError(
                 f"Checkpoint {step_dir} is from a different architecture: {'; '.join(diffs)}."
@@ -269,7 +263,7 @@ def restore_params(
     step_dir = resolve_step_dir(path)
     if cfg is not None:
         meta = read_meta(step_dir)
-        diffs = architecture_differences(meta.get("model_config", {}), cfg)
+        diffs = families.architecture_differences(meta.get("model_config", {}), cfg)
         # A different `kind` is fine when only heads are added (t5 -> bimodal for stage 2).
         diffs = [d for d in diffs if not d.startswith(("kind:", "embed_dim:"))]
         if diffs:
@@ -319,7 +313,7 @@ def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, object, int]:
     step_dir = resolve_step_dir(model_dir)
     meta = read_meta(step_dir)
     params, _ = restore_params(step_dir)
-    config = config_from_dict(meta["model_config"], str(step_dir / "meta" / "metadata"))
+    config = families.config_from_dict(meta["model_config"], str(step_dir / "meta" / "metadata"))
     return params, config, int(meta["step"])
 
 
@@ -333,7 +327,12 @@ def save_params(directory: str | pathlib.Path, params, cfg, step: int = 0) -> pa
         item_names=("params", "meta"),
         options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True),
     )
-    meta = {"format": FORMAT, "step": int(step), "model_config": config_to_dict(cfg), "data": {}}
+    meta = {
+        "format": FORMAT,
+        "step": int(step),
+        "model_config": families.config_to_dict(cfg),
+        "data": {},
+    }
     manager.save(
         step,
         args=ocp.args.Composite(params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)),

@@ -197,11 +197,6 @@ def init_args(config) -> tuple:
     return family_of(config).init_args(config)
 
 
-def init_params(config, rng):
-    """Boxed (logically annotated) parameters of a fresh `config` network."""
-    return build_model(config).init(rng, *init_args(config))["params"]
-
-
 def config_to_dict(config) -> dict[str, Any]:
     """JSON-able dict of `config`: its fields plus the `family` tag."""
     return {FAMILY_KEY: family_of(config).name, **dataclasses.asdict(config)}

@@ -53,8 +53,8 @@ def _load_host_params(path: pathlib.Path, cfg):
         )
     # A stage-1 source may lack the heads stage 2 adds: compare with the source's kind/heads.
     heads = {k: getattr(src_cfg, k) for k in ("kind", "embed_dim") if hasattr(cfg, k)}
-    diffs = checkpointing.architecture_differences(
-        checkpointing.config_to_dict(src_cfg), dataclasses.replace(cfg, **heads)
+    diffs = families.architecture_differences(
+        families.config_to_dict(src_cfg), dataclasses.replace(cfg, **heads)
     )
     if diffs:
         raise checkpointing.CheckpointError(

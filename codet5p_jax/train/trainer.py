@@ -437,7 +437,7 @@ def train(
 def _meta(cfg, step: int, data_meta: dict) -> dict:
     """Checkpoint metadata: model config and the data position (one batch per step)."""
     return {
-        "model_config": checkpointing.config_to_dict(cfg),
+        "model_config": families.config_to_dict(cfg),
         "data": {**data_meta, "batches_consumed": int(step)},
     }
 

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import NamedSharding
 from testlib import make_bimodal_batch
 
-from codet5p_jax import checkpointing, partitioning
+from codet5p_jax import checkpointing, families, partitioning
 from codet5p_jax.config import get_preset
 from codet5p_jax.models import build_model, init_params
 from codet5p_jax.objectives.bimodal import BimodalObjective
@@ -97,7 +97,7 @@ def test_state_equal_after_checkpoint_and_resume(parts, tmp_path):
     )
 
     ckpt = checkpointing.Checkpointer(tmp_path, save_every=1)
-    meta = {"model_config": checkpointing.config_to_dict(cfg), "data": {"batches_consumed": 1}}
+    meta = {"model_config": families.config_to_dict(cfg), "data": {"batches_consumed": 1}}
     assert ckpt.save(1, state, meta)
     ckpt.wait()
     assert ckpt.latest_step() == 1
