@@ -16,9 +16,22 @@ HF_ARCHITECTURES = {
     "t5": "T5ForConditionalGeneration",
     "embedding": "CodeT5p_Embedding",
     "bimodal": "CodeT5pBimodalModel",
+    "classifier": "T5ForSequenceClassification",
 }
-_HF_MODEL_TYPES = {"t5": "t5", "embedding": "codet5p_embedding", "bimodal": "codet5p_bimodal"}
+# Classifiers transformers has no class for (encoder pooling, pairs): a documented layout
+# (docs/understanding.md, "HF export").
+HF_CLASSIFIER_LAYOUT = "CodeT5pForSequenceClassification"
+_HF_MODEL_TYPES = {
+    "t5": "t5",
+    "embedding": "codet5p_embedding",
+    "bimodal": "codet5p_bimodal",
+    "classifier": "codet5p_classifier",
+}
 _KIND_BY_MODEL_TYPE = {v: k for k, v in _HF_MODEL_TYPES.items()}
+# How a classifier turns a sequence into one vector: the encoder's first-token state, the mean of
+# the encoder states over real tokens, or (CodeT5's recipe, HF `T5ForSequenceClassification`) the
+# decoder state at the last `</s>` of the input fed, shifted right, to the decoder.
+POOLINGS = ("first", "mean", "eos_decoder")
 # Added tokens of the two-stage vocabulary (FACTS §3.2-3.4).
 STAGE2_ADDED_TOKENS = {"[ENC]": 32100, "[TDEC]": 32101, "[CDEC]": 32102}
 
@@ -28,8 +41,9 @@ class T5Config:
     """A CodeT5+ T5-family network (T5 v1.0: ReLU FFN, tied embeddings, no biases).
 
     Attributes:
-      kind: "t5" (encoder-decoder), "embedding" (encoder + projection head) or "bimodal"
-        (encoder-decoder + projection head + text-code matching head).
+      kind: "t5" (encoder-decoder), "embedding" (encoder + projection head), "bimodal"
+        (encoder-decoder + projection head + text-code matching head) or "classifier"
+        (sequence / pair classification head, `models/classifier.py`).
       vocab_size: Rows of the shared embedding (32100, or 32103 with the stage-2 tokens).
       emb_dim: Model width (HF `d_model`).
       num_heads: Attention heads.
@@ -43,6 +57,11 @@ class T5Config:
       param_dtype: Storage dtype of parameters.
       scan_layers: Stack the blocks with `nn.scan` (params get a leading "layers" axis).
       remat_policy: "none", "full", "dots" or "dots_with_no_batch_dims" (per-block remat).
+      num_labels: Classes of a "classifier" (None for the other kinds).
+      pooling: A classifier's sequence vector, one of `POOLINGS`; "first" and "mean" use the
+        encoder only (num_decoder_layers=0), "eos_decoder" the whole encoder-decoder.
+      pair_input: A classifier of two sequences (clone pairs): inputs `[B, 2, S]`, the two pooled
+        vectors concatenated before the head (CodeT5's clone model).
     """
 
     name: str = "custom"
@@ -67,15 +86,20 @@ class T5Config:
     param_dtype: str = "float32"
     scan_layers: bool = False
     remat_policy: str = "none"
+    num_labels: int | None = None
+    pooling: str = "eos_decoder"
+    pair_input: bool = False
 
     def __post_init__(self):
         if self.kind not in HF_ARCHITECTURES:
             raise ValueError(
                 f"Unknown model kind {self.kind!r}; expected one of {sorted(HF_ARCHITECTURES)}"
             )
-        if self.kind == "embedding" and self.num_decoder_layers:
+        if self.kind == "classifier":
+            self._check_classifier()
+        elif self.kind == "embedding" and self.num_decoder_layers:
             raise ValueError("An embedding model has no decoder: set num_decoder_layers=0.")
-        if self.kind != "embedding" and self.num_decoder_layers < 1:
+        elif self.kind != "embedding" and self.num_decoder_layers < 1:
             raise ValueError(f"A {self.kind!r} model needs num_decoder_layers >= 1.")
         if self.kind in ("embedding", "bimodal") and not self.embed_dim:
             raise ValueError(f"A {self.kind!r} model needs embed_dim (the projection width).")
@@ -84,6 +108,18 @@ class T5Config:
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"Unsupported {field} {getattr(self, field)!r}.")
+
+    def _check_classifier(self) -> None:
+        if not isinstance(self.num_labels, int) or self.num_labels < 2:
+            raise ValueError(f"A classifier needs num_labels >= 2, got {self.num_labels!r}.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {self.pooling!r}; expected one of {POOLINGS}.")
+        if self.pooling == "eos_decoder" and self.num_decoder_layers < 1:
+            raise ValueError("pooling='eos_decoder' needs num_decoder_layers >= 1.")
+        if self.pooling != "eos_decoder" and self.num_decoder_layers:
+            raise ValueError(
+                f"pooling={self.pooling!r} uses the encoder only: set num_decoder_layers=0."
+            )
 
     @property
     def has_decoder(self) -> bool:
@@ -178,6 +214,8 @@ def from_hf_config(hf: dict[str, Any], name: str = "custom") -> T5Config:
             f"supported: {sorted(_KIND_BY_MODEL_TYPE)}"
         )
     kind = _KIND_BY_MODEL_TYPE[model_type]
+    if HF_ARCHITECTURES["classifier"] in (hf.get("architectures") or []):
+        kind = "classifier"
     ffn = hf.get("feed_forward_proj", "relu")
     if ffn != "relu":
         raise ValueError(f"Unsupported feed_forward_proj {ffn!r}: CodeT5+ T5 models use 'relu'.")
@@ -185,7 +223,8 @@ def from_hf_config(hf: dict[str, Any], name: str = "custom") -> T5Config:
         raise ValueError("Untied word embeddings (T5 v1.1 style) are not a CodeT5+ layout.")
     num_layers = int(hf["num_layers"])
     num_decoder_layers = hf.get("num_decoder_layers")
-    if kind == "embedding":
+    head = _classifier_from_hf(hf) if kind == "classifier" else {}
+    if kind == "embedding" or head.get("pooling") in ("first", "mean"):
         num_decoder_layers = 0
     elif num_decoder_layers is None:
         num_decoder_layers = num_layers
@@ -209,14 +248,39 @@ def from_hf_config(hf: dict[str, Any], name: str = "custom") -> T5Config:
         bos_token_id=int(hf.get("bos_token_id", 1) or 1),
         eos_token_id=int(eos[0] if isinstance(eos, list) else eos),
         decoder_start_token_id=int(hf.get("decoder_start_token_id", 0) or 0),
+        **head,
     )
 
 
+def _classifier_from_hf(hf: dict[str, Any]) -> dict[str, Any]:
+    """num_labels / pooling / pair_input of an HF classifier config (`id2label` or `num_labels`)."""
+    num_labels = hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
+    return {
+        "num_labels": int(num_labels),
+        "pooling": hf.get("pooling", "eos_decoder"),
+        "pair_input": bool(hf.get("pair_input", False)),
+    }
+
+
+def is_hf_sequence_classifier(cfg: T5Config) -> bool:
+    """Whether `cfg` is exactly HF `T5ForSequenceClassification` (CodeT5 recipe, one input)."""
+    return cfg.kind == "classifier" and cfg.pooling == "eos_decoder" and not cfg.pair_input
+
+
 def to_hf_config(cfg: T5Config) -> dict[str, Any]:
-    """The HF `config.json` dict of the released layout for `cfg`."""
+    """The HF `config.json` dict of the released layout for `cfg`.
+
+    A classifier that is HF `T5ForSequenceClassification` is written as one (model_type "t5");
+    the other classifiers as the documented `CodeT5pForSequenceClassification` layout.
+    """
+    hf_classifier = is_hf_sequence_classifier(cfg)
     hf = {
-        "architectures": [HF_ARCHITECTURES[cfg.kind]],
-        "model_type": _HF_MODEL_TYPES[cfg.kind],
+        "architectures": [
+            HF_CLASSIFIER_LAYOUT
+            if cfg.kind == "classifier" and not hf_classifier
+            else HF_ARCHITECTURES[cfg.kind]
+        ],
+        "model_type": "t5" if hf_classifier else _HF_MODEL_TYPES[cfg.kind],
         "vocab_size": cfg.vocab_size,
         "d_model": cfg.emb_dim,
         "d_kv": cfg.head_dim,
@@ -244,7 +308,14 @@ def to_hf_config(cfg: T5Config) -> dict[str, Any]:
         hf["num_decoder_layers"] = cfg.num_decoder_layers
     if cfg.embed_dim:
         hf["embed_dim"] = cfg.embed_dim
-    if cfg.kind != "t5":
+    if cfg.kind == "classifier":
+        hf["num_labels"] = cfg.num_labels
+        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(cfg.num_labels)}
+        hf["label2id"] = {f"LABEL_{i}": i for i in range(cfg.num_labels)}
+        hf["classifier_dropout"] = 0.0
+        if not hf_classifier:
+            hf.update(pooling=cfg.pooling, pair_input=cfg.pair_input)
+    elif cfg.kind != "t5":
         # The released embedding / bimodal checkpoints ship remote code under these names.
         module = "codet5p_embedding" if cfg.kind == "embedding" else "codet5p_bimodal"
         cls = "CodeT5pEmbedding" if cfg.kind == "embedding" else "CodeT5pBimodal"

@@ -13,8 +13,12 @@ Layout quirks handled here and nowhere else:
   only `shared.weight`, and so do we). The `d_model**-0.5` logit rescale lives in the model.
 * Dense weights (`proj`, `itm_head`, `DenseReluDense.wi/wo`) are torch `[out, in]` -> flax
   `[in, out]`.
+* Classifiers (kind "classifier") use HF `T5ForSequenceClassification` names: the network
+  under `transformer.` (a `T5Model`: no `lm_head`) and `classification_head.{dense,out_proj}`;
+  encoder-pooling and pair classifiers keep the same names (docs/understanding.md).
 """
 
+import dataclasses
 from collections.abc import Mapping
 
 import flax.traverse_util as traverse_util
@@ -113,8 +117,35 @@ def _head_rules(cfg: T5Config, hf: str, jax: str, features: int) -> list[Rule]:
     ]
 
 
+def _classifier_table(cfg: T5Config) -> RuleTable:
+    """`T5ForSequenceClassification` keys: the `T5Model` under `transformer.`, then the head."""
+    prefix = "transformer."
+    base = [Rule("shared.weight", "token_embedder/embedding", *[(cfg.vocab_size, cfg.emb_dim)] * 2)]
+    base += _encoder_rules(cfg)
+    tied = {prefix + TIED_KEYS[0]: prefix + "shared.weight"}
+    ignorable = {}
+    if cfg.has_decoder:
+        base += _decoder_rules(cfg)
+        # A T5Model has no lm_head: its tied copies are the two stacks' embed_tokens only.
+        tied[prefix + TIED_KEYS[1]] = prefix + "shared.weight"
+        ignorable[prefix + _UNUSED_CROSS_BIAS] = "unused cross-attention bias of old HF T5"
+    rules = [dataclasses.replace(r, hf=prefix + r.hf) for r in base]
+    d, c = cfg.emb_dim, cfg.num_labels
+    d_in = 2 * d if cfg.pair_input else d
+    head = "classification_head"
+    rules += [
+        Rule(f"{head}.dense.weight", f"{head}/dense/kernel", (d, d_in), (d_in, d), TRANSPOSE),
+        Rule(f"{head}.dense.bias", f"{head}/dense/bias", (d,), (d,)),
+        Rule(f"{head}.out_proj.weight", f"{head}/out_proj/kernel", (c, d), (d, c), TRANSPOSE),
+        Rule(f"{head}.out_proj.bias", f"{head}/out_proj/bias", (c,), (c,)),
+    ]
+    return RuleTable(tuple(rules), tied=tied, ignorable=ignorable)
+
+
 def rule_table(cfg: T5Config) -> RuleTable:
     """The HF <-> JAX rules of `cfg` (any kind), unscanned layout."""
+    if cfg.kind == "classifier":
+        return _classifier_table(cfg)
     rules = [
         Rule("shared.weight", "token_embedder/embedding", *[(cfg.vocab_size, cfg.emb_dim)] * 2)
     ]

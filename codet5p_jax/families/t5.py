@@ -1,10 +1,17 @@
-"""The T5 family (kinds "t5", "embedding", "bimodal"): codet5p-220m/770m(-py), the 110m
-embedding model and the 220m bimodal model, as one registered `Family`."""
+"""The T5 family (kinds "t5", "embedding", "bimodal", "classifier"): codet5p-220m/770m(-py),
+the 110m embedding model, the 220m bimodal model and the defect / clone classifiers fine-tuned
+from them (`models/classifier.py`), as one registered `Family`."""
 
 from collections.abc import Mapping
 
 from codet5p_jax import families
-from codet5p_jax.config import HF_ARCHITECTURES, T5Config, from_hf_config, to_hf_config
+from codet5p_jax.config import (
+    HF_ARCHITECTURES,
+    HF_CLASSIFIER_LAYOUT,
+    T5Config,
+    from_hf_config,
+    to_hf_config,
+)
 from codet5p_jax.convert import hf_t5
 from codet5p_jax.convert.scan import scan_params, unscan_params
 from codet5p_jax.models import build_model, init_args
@@ -19,8 +26,14 @@ PARAM_GROUPS = {
     "encoder": (r"^encoder/",),
     "decoder": (r"^decoder/",),
     "cross_attention": (_CROSS_ATTENTION,),
-    # Stage-2 heads, and the contrastive objective's learned temperature that trains with them.
-    "heads": (r"^embedding_proj/", r"^itm_head/", r"^contrastive_temperature$"),
+    # Stage-2 heads, and the contrastive objective's learned temperature that trains with them;
+    # the classifiers' head.
+    "heads": (
+        r"^embedding_proj/",
+        r"^itm_head/",
+        r"^contrastive_temperature$",
+        r"^classification_head/",
+    ),
 }
 
 # Fields that change parameter shapes or names; the others (dropout, dtypes, remat) may differ
@@ -37,6 +50,9 @@ ARCHITECTURE_FIELDS = (
     "relative_attention_num_buckets",
     "embed_dim",
     "scan_layers",
+    "num_labels",
+    "pooling",
+    "pair_input",
 )
 
 
@@ -57,8 +73,8 @@ FAMILY = families.register(
         check_params=hf_t5.check_params,
         relayout=relayout,
         hf=families.HFConversion(
-            architectures=tuple(HF_ARCHITECTURES.values()),
-            model_types=("t5", "codet5p_embedding", "codet5p_bimodal"),
+            architectures=(*HF_ARCHITECTURES.values(), HF_CLASSIFIER_LAYOUT),
+            model_types=("t5", "codet5p_embedding", "codet5p_bimodal", "codet5p_classifier"),
             config_from_hf=from_hf_config,
             config_to_hf=to_hf_config,
             hf_to_params=hf_t5.hf_to_params,

@@ -10,21 +10,26 @@ Accepted sources, detected by layout:
 Only params are loaded (never optimizer state or step). Parameters the new model has but the
 source lacks are allowed only under `new_heads` prefixes (e.g. stage 2 adds `embedding_proj`,
 `itm_head` and the learned temperature to a stage-1 encoder-decoder); they keep their fresh
-initialisation and are listed in the log. Anything else missing, any extra source parameter,
-and any shape difference is an error.
+initialisation and are listed in the log. Source parameters under `unused_params` prefixes
+are dropped (an encoder-only classifier fine-tuned from an encoder-decoder drops `decoder/`).
+Anything else missing, any other extra source parameter, and any shape difference is an error.
 """
 
 import dataclasses
 import logging
 import pathlib
 
+import flax.traverse_util as traverse_util
 import jax
 import numpy as np
 
 from codet5p_jax import checkpointing, families, loading
 
 # Sub-trees a newer model may add on top of its source checkpoint.
-NEW_HEADS = ("embedding_proj", "itm_head", "contrastive_temperature")
+NEW_HEADS = ("embedding_proj", "itm_head", "contrastive_temperature", "classification_head")
+# Config fields a fine-tuned model may change against its source (its heads, what it pools, and
+# for encoder-only heads the dropped decoder); the strict param accounting still checks shapes.
+HEAD_FIELDS = ("kind", "embed_dim", "num_labels", "pooling", "pair_input", "num_decoder_layers")
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(str(k.key) for k in path): v for path, v in flat}
 
 
-def _load_host_params(path: pathlib.Path, cfg):
+def _load_host_params(path: pathlib.Path, cfg, unused_params: tuple[str, ...] = ()):
     """Host params of an HF or convert-orbax directory, or None for a training-run layout.
 
     Read through the one loader; the trainer's run layout is restored straight into shards by
@@ -52,7 +57,9 @@ def _load_host_params(path: pathlib.Path, cfg):
             f"checkpoint; this run trains a {families.family_of(cfg).name!r}-family model."
         )
     # A stage-1 source may lack the heads stage 2 adds: compare with the source's kind/heads.
-    heads = {k: getattr(src_cfg, k) for k in ("kind", "embed_dim") if hasattr(cfg, k)}
+    heads = {k: getattr(src_cfg, k) for k in HEAD_FIELDS if hasattr(cfg, k)}
+    if not unused_params:
+        heads.pop("num_decoder_layers", None)
     diffs = families.architecture_differences(
         families.config_to_dict(src_cfg), dataclasses.replace(cfg, **heads)
     )
@@ -60,7 +67,16 @@ def _load_host_params(path: pathlib.Path, cfg):
         raise checkpointing.CheckpointError(
             f"INITIAL_CHECKPOINT_PATH {path} is from a different architecture: {'; '.join(diffs)}."
         )
-    return ckpt.params
+    return _drop(ckpt.params, unused_params)
+
+
+def _drop(params, prefixes: tuple[str, ...]):
+    """`params` without the sub-trees whose `/`-joined path starts with one of `prefixes`."""
+    if not prefixes:
+        return params
+    flat = _flat(params)
+    kept = {k: v for k, v in flat.items() if not k.startswith(prefixes)}
+    return traverse_util.unflatten_dict(kept, sep="/")
 
 
 def load_initial_params(
@@ -70,6 +86,7 @@ def load_initial_params(
     cfg,
     *,
     new_heads: tuple[str, ...] = NEW_HEADS,
+    unused_params: tuple[str, ...] = (),
 ):
     """Replaces the leaves of `fresh_params` by those of the checkpoint at `path`.
 
@@ -79,6 +96,8 @@ def load_initial_params(
       shardings: Their `NamedSharding` tree.
       cfg: The model's config (architecture check).
       new_heads: Param-path prefixes that may be missing from the source.
+      unused_params: Param-path prefixes of the source the model has no place for (dropped;
+        HF and orbax sources only).
 
     Returns:
       `(params, initialised)`: the merged tree and the paths kept from `fresh_params`.
@@ -94,8 +113,13 @@ def load_initial_params(
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), fresh_params, shardings
     )
-    host = _load_host_params(path, cfg)
+    host = _load_host_params(path, cfg, tuple(unused_params))
     if host is None:
+        if unused_params:
+            raise checkpointing.CheckpointError(
+                f"INITIAL_CHECKPOINT_PATH {path} is a training run; dropping {unused_params} "
+                "needs an HF or `codet5p convert --to orbax` directory."
+            )
         loaded, missing = checkpointing.restore_params(
             path, abstract, allow_missing=new_heads, cfg=cfg
         )

@@ -197,6 +197,7 @@ def train(
     objective_cls: Any = Seq2SeqObjective,
     initial_checkpoint_path: str | None = None,
     new_heads: tuple[str, ...] = initial_checkpoint.NEW_HEADS,
+    unused_initial_params: tuple[str, ...] = (),
     mesh_fn: Any = partitioning.make_mesh,
     axis_rules: str = "dp",
     seed: int = 0,
@@ -226,6 +227,8 @@ def train(
       objective_cls: `cls(model)` -> an objective (docs/DESIGN.md, Objectives).
       initial_checkpoint_path: Params to start from (INITIAL_CHECKPOINT_PATH); ignored on resume.
       new_heads: Param prefixes allowed to be missing from `initial_checkpoint_path`.
+      unused_initial_params: Param prefixes of `initial_checkpoint_path` the model drops (e.g.
+        `("decoder/",)` for an encoder-only classifier from an encoder-decoder).
       mesh_fn: `() -> Mesh` (gin-configure `make_mesh`).
       axis_rules: Rule preset name in `partitioning.AXIS_RULES`.
       seed: Seed of parameter init and dropout.
@@ -333,7 +336,12 @@ def train(
         params = partitioning.sharded_init(boxed_init, mesh, rules, init_rng)[0]
         if initial_checkpoint_path:
             params, fresh = initial_checkpoint.load_initial_params(
-                initial_checkpoint_path, params, shardings.params, cfg, new_heads=new_heads
+                initial_checkpoint_path,
+                params,
+                shardings.params,
+                cfg,
+                new_heads=new_heads,
+                unused_params=unused_initial_params,
             )
             log.info(
                 "starting from INITIAL_CHECKPOINT_PATH %s (%d new params initialised fresh)",
