@@ -18,16 +18,28 @@ from tasks.registry import (
 )
 from tasks.stage1 import Stage1FeatureConverter
 from tasks.stage2 import BimodalFeatureConverter
+from tasks.understanding import (
+    ClassificationFeatureConverter,
+    PairFeatureConverter,
+    register_clone_pairs,
+    register_defect,
+    register_line_completion,
+    register_poj104,
+)
 from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary
 
 gin.external_configurable(Stage1FeatureConverter, module="tasks")
 gin.external_configurable(BimodalFeatureConverter, module="tasks")
+gin.external_configurable(ClassificationFeatureConverter, module="tasks")
+gin.external_configurable(PairFeatureConverter, module="tasks")
 
 register_defaults()
 
 __all__ = [
     "DEFAULT_LENGTHS",
+    "PairFeatureConverter",
     "BimodalFeatureConverter",
+    "ClassificationFeatureConverter",
     "CodeGenVocabulary",
     "CodeT5Vocabulary",
     "Stage1FeatureConverter",
@@ -35,5 +47,9 @@ __all__ = [
     "corpus_names",
     "feature_converter_for",
     "register_alpaca",
+    "register_clone_pairs",
+    "register_defect",
+    "register_line_completion",
+    "register_poj104",
     "register_corpus",
 ]
