@@ -240,7 +240,8 @@ def read_line_completion(path) -> list[dict]:
             isinstance(rec.get(k), str) for k in ("input", "gt")
         ):
             raise FormatError(f"{where}: needs string fields 'input' and 'gt'")
-        out.append({"input": _check_context(rec["input"], where), "target": rec["gt"].strip()})
+        # The reference stays as given: the CodeXGLUE evaluator compares it unstripped.
+        out.append({"input": _check_context(rec["input"], where), "target": rec["gt"]})
     if not out:
         raise FormatError(f"{path}: no examples")
     return out

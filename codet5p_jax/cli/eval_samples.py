@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.codet5p_prompts and args.benchmark != "humaneval":
             raise ValueError("--codet5p-prompts applies to --benchmark humaneval only")
         benchmark = benchmarks.get_benchmark(args.benchmark)
+        if benchmark.predictor != "generate":
+            raise ValueError(
+                f"eval-samples scores generated samples; {args.benchmark} scores a model's "
+                f"{benchmark.predictor} outputs: use codet5p eval --gin.BENCHMARK="
+            )
         opts = benchmarks.make_options(
             path=args.data,
             ks=args.k,

@@ -10,6 +10,10 @@ Benchmarks:
   gsm8k-python   GSM8K JSONL at `path`; the program's `answer` vs the gold number; pass@k.
   summarization  CodeSearchNet-style JSONL at `path` (code_tokens, docstring_tokens); smoothed
                  BLEU-4 of the first sample against the docstring (CodeXGLUE code-to-text).
+  defect, clone-bcb, clone-poj104, completion-py150, completion-javacorpus
+                 CodeXGLUE understanding / line completion (`understanding.py`): accuracy,
+                 P/R/F1, MAP@R, EM / edit similarity. The first two take a `classify_fn` and
+                 clone-poj104 an `embed_fn` in place of `generate_fn` (`Benchmark.predictor`).
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from codet5p_jax.evaluation import (
     pass_at_k,
     results_io,
     sandbox,
+    understanding,
 )
 
 GenerateFn = Callable[..., list[list[str]]]
@@ -47,6 +52,8 @@ class BenchmarkOptions:
         codet5p_prompts: HumanEval prompts with tabs, completions mapped back (CodeT5+ scripts).
         allow_incomplete: HumanEval samples may cover a subset of the problems.
         tolerance: absolute tolerance of gsm8k-python answers.
+        split: the CodeXGLUE benchmarks' split ("train", "validation", "test"; clone-poj104
+            also "all").
     """
 
     path: str | None = None
@@ -61,6 +68,7 @@ class BenchmarkOptions:
     codet5p_prompts: bool = False
     allow_incomplete: bool = False
     tolerance: float = math_accuracy.DEFAULT_TOLERANCE
+    split: str = "test"
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -89,12 +97,19 @@ class Benchmark:
         score: (samples, problems, options) → EvaluationResult; samples carry task_id,
             completion_id and completion.
         postprocess: (generated text, options) → completion.
+        predictor: what `run_benchmark` is given: "generate" (`generate_fn`), "classify"
+            (`classify_fn(inputs) -> labels`) or "embed" (`embed_fn(texts) -> [N, E]`); for the
+            last two, `score` receives the labels / vectors in problem order, not samples.
+        prompt_tail: long prompts keep their end, followed by `</s>` (the completion tasks'
+            inputs: the context nearest the line to predict), instead of their start.
     """
 
     name: str
     load: Callable[[BenchmarkOptions], dict[str, dict]]
     score: Callable[[list[dict], dict[str, dict], BenchmarkOptions], object]
     postprocess: Callable[[str, BenchmarkOptions], str]
+    predictor: str = "generate"
+    prompt_tail: bool = False
 
 
 # ---------------------------------------------------------------------------------- HumanEval
@@ -205,6 +220,23 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("mbpp", _load_mbpp, _score_mbpp, lambda text, opts: text),
         Benchmark("gsm8k-python", _load_gsm8k, _score_gsm8k, lambda text, opts: text),
         Benchmark("summarization", _load_summarization, _score_summarization, lambda t, o: t),
+        Benchmark(
+            "defect", understanding.load_defect, understanding.score_defect, None, "classify"
+        ),
+        Benchmark("clone-bcb", understanding.load_bcb, understanding.score_bcb, None, "classify"),
+        Benchmark(
+            "clone-poj104", understanding.load_poj104, understanding.score_poj104, None, "embed"
+        ),
+        *[
+            Benchmark(
+                name,
+                understanding.load_completion(name),
+                understanding.score_completion(name),
+                understanding.postprocess_completion,
+                prompt_tail=True,
+            )
+            for name in ("completion-py150", "completion-javacorpus")
+        ],
     ]
 }
 
@@ -263,7 +295,9 @@ def run_benchmark(name: str, generate_fn: GenerateFn, out_dir: str | os.PathLike
 
     Args:
         name: a key of `BENCHMARKS`.
-        generate_fn: `(prompts: list[str], num_samples: int, **gen_kwargs) -> list[list[str]]`.
+        generate_fn: `(prompts: list[str], num_samples: int, **gen_kwargs) -> list[list[str]]`;
+            for a benchmark whose `predictor` is "classify" / "embed", its `classify_fn` /
+            `embed_fn` (see `understanding.py`).
         out_dir: output directory (created).
         **options: fields of `BenchmarkOptions`.
 
@@ -277,6 +311,11 @@ def run_benchmark(name: str, generate_fn: GenerateFn, out_dir: str | os.PathLike
     benchmark = get_benchmark(name)
     opts = make_options(**options)
     problems = load_problems(name, opts)
+    if benchmark.predictor != "generate":
+        predictions = understanding.predict(benchmark.predictor, generate_fn, problems, opts)
+        result = benchmark.score(predictions, problems, opts)
+        result.write(out_dir)
+        return result.metrics
     task_ids, texts = _generate(generate_fn, problems, opts)
     samples = [
         {"task_id": t, "completion_id": i, "completion": benchmark.postprocess(text, opts)}

@@ -25,17 +25,26 @@ from codet5p_jax import atomic_files
 log = logging.getLogger(__name__)
 
 
-def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, **defaults):
+def make_generate_fn(
+    model, params, vocabulary, *, max_input_length: int = 512, prompt_tail: bool = False, **defaults
+):
     """A benchmark `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]`.
 
     Prompts are tokenised with `vocabulary` (a seqio vocabulary), decoded with
-    `codet5p_jax.decoding.generate` and detokenised.
+    `codet5p_jax.decoding.generate` and detokenised. With `prompt_tail`, a prompt keeps its last
+    `max_input_length - 1` tokens and ends with `</s>` (as the completion tasks' inputs).
     """
     from codet5p_jax.decoding import generate as generation
 
+    def encode(prompt: str) -> list[int]:
+        ids = list(vocabulary.encode(prompt))
+        if prompt_tail:
+            return ids[max(0, len(ids) - (max_input_length - 1)) :] + [model.config.eos_token_id]
+        return ids[:max_input_length]
+
     def generate_fn(prompts: list[str], num_samples: int = 1, **gen_kwargs) -> list[list[str]]:
         opts = {**defaults, **gen_kwargs}
-        ids = [vocabulary.encode(p)[:max_input_length] for p in prompts]
+        ids = [encode(p) for p in prompts]
         width = max(len(x) for x in ids)
         batch = np.zeros((len(ids), width), np.int32)
         for i, x in enumerate(ids):
@@ -139,6 +148,7 @@ def evaluate(
     benchmark: str | None = None,
     benchmark_options: dict[str, Any] | None = None,
     vocabulary: Any = None,
+    max_input_length: int = 512,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint; see the module docstring.
 
@@ -156,6 +166,8 @@ def evaluate(
       benchmark: A `codet5p_jax.evaluation.benchmarks` name (e.g. "humaneval") instead of a task.
       benchmark_options: Options of `run_benchmark` (path, num_samples, ks, limit, ...).
       vocabulary: seqio vocabulary for benchmark prompts (default: `tasks.CodeT5Vocabulary()`).
+      max_input_length: Tokens of a benchmark input kept (classification / embedding
+        benchmarks; generation prompts use `make_generate_fn`'s default).
 
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
@@ -183,9 +195,22 @@ def evaluate(
             import tasks
 
             vocabulary = tasks.CodeT5Vocabulary()
-        generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
+        spec = benchmarks.get_benchmark(benchmark)
+        predictor = spec.predictor
+        if predictor == "generate":
+            model_fn = make_generate_fn(
+                model, params, vocabulary, prompt_tail=spec.prompt_tail, **gen_kwargs
+            )
+        else:
+            from codet5p_jax.evaluation import understanding
+
+            make = {
+                "classify": understanding.make_classify_fn,
+                "embed": understanding.make_embed_fn,
+            }
+            model_fn = make[predictor](model, params, vocabulary, max_input_length=max_input_length)
         metrics[benchmark] = benchmarks.run_benchmark(
-            benchmark, generate_fn, out_dir, **(benchmark_options or {})
+            benchmark, model_fn, out_dir, **(benchmark_options or {})
         )
     if mixture_or_task_name:
         import seqio
