@@ -265,6 +265,10 @@ def generate(
         raise ValueError(f"Model family {family.name!r} has no decoding cache; it cannot generate.")
     if not getattr(cfg, "has_decoder", True):
         raise ValueError(f"Model kind {cfg.kind!r} has no decoder; generate needs one.")
+    if not hasattr(model, "decode"):
+        raise ValueError(
+            f"Model kind {cfg.kind!r} has no token decoder (encode/decode); it cannot generate."
+        )
     if int(num_beams) < 1:
         raise ValueError(f"num_beams must be >= 1; got {num_beams}.")
     if int(num_samples) < 1:

@@ -47,6 +47,12 @@ class Seq2SeqObjective:
                 f"Seq2SeqObjective needs an encoder-decoder model; {model.config.kind!r} has no "
                 "decoder."
             )
+        if not hasattr(model, "decode"):
+            raise ValueError(
+                f"Seq2SeqObjective needs a network with a token decoder; {model.config.kind!r} "
+                "has none (a classifier trains with ClassificationObjective: "
+                "gin/runs/finetune_classify.gin)."
+            )
         self.model = model
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss

@@ -58,7 +58,9 @@ def _load_host_params(path: pathlib.Path, cfg, unused_params: tuple[str, ...] = 
         )
     # A stage-1 source may lack the heads stage 2 adds: compare with the source's kind/heads.
     heads = {k: getattr(src_cfg, k) for k in HEAD_FIELDS if hasattr(cfg, k)}
-    if not unused_params:
+    if not unused_params and getattr(src_cfg, "kind", None) == getattr(cfg, "kind", None):
+        # Same kind: a different decoder depth is an architecture difference, said as one. A
+        # new head kind (e.g. an encoder-only classifier) leaves it to the param accounting.
         heads.pop("num_decoder_layers", None)
     diffs = families.architecture_differences(
         families.config_to_dict(src_cfg), dataclasses.replace(cfg, **heads)
