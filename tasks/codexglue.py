@@ -279,21 +279,36 @@ def line_completion_examples(
         yield {"input": " ".join(context), "target": " ".join(target)}
 
 
-def read_token_streams(path, **kwargs) -> Iterator[dict]:
-    """`line_completion_examples` of every line (file) of a token-level `train.txt` / `dev.txt`.
-
-    Raises:
-      FormatError: A missing file, or a line that is not a `<s> ... </s>` stream.
-    """
+def check_token_streams(path) -> None:
+    """Raises `FormatError` (file and line) unless every line of `path` is a `<s> ...` stream
+    and at least one has a line break followed by code."""
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such file")
     found = False
-    for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        if not line.split()[0] == BOS:
-            raise FormatError(f"{path}, line {line_no}: a token stream starts with '<s>'")
-        for ex in line_completion_examples(line, seed=f"{path.name}:{line_no}", **kwargs):
-            found = True
-            yield ex
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            if line.split()[0] != BOS:
+                raise FormatError(f"{path}, line {line_no}: a token stream starts with '<s>'")
+            found = found or next(line_completion_examples(line), None) is not None
     if not found:
         raise FormatError(f"{path}: no completion examples (no line follows an <EOL>)")
+
+
+def read_token_streams(path, **kwargs) -> Iterator[dict]:
+    """`line_completion_examples` of every line (file) of a token-level `train.txt` / `dev.txt`,
+    read line by line (`check_token_streams` validates a file up front).
+
+    Raises:
+      FormatError: A line that is not a `<s> ... </s>` stream.
+    """
+    path = pathlib.Path(path)
+    with open(path, encoding="utf-8", errors="replace") as f:  # streamed: PY150 is large
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            if line.split()[0] != BOS:
+                raise FormatError(f"{path}, line {line_no}: a token stream starts with '<s>'")
+            yield from line_completion_examples(line, seed=f"{path.name}:{line_no}", **kwargs)

@@ -101,13 +101,19 @@ def _vocabulary(vocabulary):
 
 
 def _source(read, fields: dict[str, tf.TensorSpec]):
-    """A `FunctionDataSource` whose split `s` is `read(s)` (a list or iterator of dicts)."""
+    """A `FunctionDataSource` whose split `s` is `read(s)`: a list of dicts, or a zero-argument
+    callable that yields them (re-invoked every epoch: a large file is streamed, never held).
+
+    `read` runs when the dataset is built, so a malformed file fails there with its one-line
+    `FormatError` rather than inside tf.data.
+    """
 
     def dataset_fn(split, shuffle_files, seed=None):
         del shuffle_files, seed
         rows = read(split)
+        stream = rows if callable(rows) else lambda: rows
         return tf.data.Dataset.from_generator(
-            lambda: ({k: r[k] for k in fields} for r in rows), output_signature=fields
+            lambda: ({k: r[k] for k in fields} for r in stream()), output_signature=fields
         )
 
     return seqio.FunctionDataSource(dataset_fn, splits=SPLITS, num_input_examples=None)
@@ -177,12 +183,15 @@ def register_poj104(name: str = "poj104", data_dir: str = gin.REQUIRED, vocabula
 
 
 def read_completion_split(data_dir, split: str, **kwargs):
-    """A completion split: `train.txt` (token level); `dev.json` or else `dev.txt`; `test.json`."""
+    """A completion split: `train.txt` (token level); `dev.json` or else `dev.txt`; `test.json`.
+
+    Token-level files are checked once, then streamed (a callable, see `_source`).
+    """
     data_dir = pathlib.Path(data_dir)
-    if split == "train":
-        return codexglue.read_token_streams(data_dir / "train.txt", **kwargs)
-    if split == "validation" and not (data_dir / "dev.json").is_file():
-        return codexglue.read_token_streams(data_dir / "dev.txt", **kwargs)
+    if split == "train" or (split == "validation" and not (data_dir / "dev.json").is_file()):
+        path = data_dir / ("train.txt" if split == "train" else "dev.txt")
+        codexglue.check_token_streams(path)
+        return lambda: codexglue.read_token_streams(path, **kwargs)
     return codexglue.read_line_completion(
         data_dir / ("dev.json" if split == "validation" else "test.json")
     )

@@ -166,6 +166,17 @@ def test_empty_completion_context(fixtures, tmp_path):
     _one_line_error(lambda: codexglue.read_line_completion(path), "line 1", "'gt'")
 
 
+def test_bad_token_streams(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("<s> a <EOL> b </s>\nimport os <EOL> x </s>\n")
+    _one_line_error(
+        lambda: codexglue.check_token_streams(path), "train.txt, line 2", "starts with '<s>'"
+    )
+    path.write_text("<s> only one line </s>\n")
+    _one_line_error(lambda: codexglue.check_token_streams(path), "no completion examples")
+    _one_line_error(lambda: codexglue.check_token_streams(tmp_path / "no.txt"), "no such file")
+
+
 # ------------------------------------------------------------------------------ SeqIO tasks
 def _batch(name, converter, lengths, split="train", rows=2):
     task = seqio.get_mixture_or_task(name)
@@ -210,6 +221,11 @@ def test_completion_task_keeps_the_end_of_the_context(fixtures, codet5_vocab, tm
     ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split="train", shuffle=False)
     examples = list(ds.as_numpy_iterator())
     assert len(examples) == 2
+    # The stream is read again for every epoch (a generator read once would run dry).
+    again = seqio.get_mixture_or_task(name).get_dataset(
+        lengths, split="train", shuffle=False, num_epochs=3
+    )
+    assert len(list(again.as_numpy_iterator())) == 6
     context = codet5_vocab.encode("<s> import os <EOL> x = os . sep <EOL>")
     assert examples[1]["inputs"].tolist() == [*context[-5:], 2]
     assert codet5_vocab.decode(examples[1]["targets"][:-1].tolist()) == "print ( x )"

@@ -214,6 +214,7 @@ def test_tiny_classifier_learns_defect_detection(tmp_path):
     data = tmp_path / "defect"
     write_defect_set(data)
     metrics = _train_and_eval("tiny_defect.gin", "defect", data, tmp_path, steps=400)
+    print(f"defect detection, held-out files: accuracy {metrics['accuracy']:.2f} (chance 50)")
     assert metrics["accuracy"] >= 50.0 + DEFECT_MARGIN, metrics
 
 
@@ -222,5 +223,6 @@ def test_tiny_pair_classifier_learns_clone_detection(tmp_path):
     data = tmp_path / "bcb"
     write_clone_set(data)
     metrics = _train_and_eval("tiny_clone_bcb.gin", "clone-bcb", data, tmp_path, steps=300)
+    print(f"clone detection, held-out files: {metrics} (constant 'clone': F1 66.67)")
     assert metrics["f1"] >= 200 / 3 + CLONE_MARGIN, metrics
     assert metrics["accuracy"] >= 50.0 + CLONE_MARGIN, metrics
