@@ -13,6 +13,7 @@ the task name, so an experiment gin can say `MIXTURE_OR_TASK_NAME = @register_de
 Paper lengths (CODET5P_FACTS App. D): defect 512, clone 400 per function, completion decoder 1024.
 """
 
+import functools
 import pathlib
 
 import seqio
@@ -152,7 +153,9 @@ def register_defect(name: str = "devign", data_dir: str = gin.REQUIRED, vocabula
     """
     read = lambda split: codexglue.read_devign(data_dir, split)  # noqa: E731
     source = _source(read, {"code": _STR, "label": _INT})
-    rekey = lambda ds: ds.map(lambda ex: {"inputs": ex["code"], "label": ex["label"]})  # noqa: E731
+    rekey = functools.partial(
+        seqio.preprocessors.rekey, key_map={"inputs": "code", "label": "label"}
+    )
     features = _eos_features(_vocabulary(vocabulary), ["inputs"])
     return _add(f"codet5p_defect_{name}", source, [rekey, *_TOKENIZE], features)
 
@@ -162,8 +165,8 @@ def register_clone_pairs(name: str = "bcb", data_dir: str = gin.REQUIRED, vocabu
     """Registers `codet5p_clone_<name>` over BigCloneBench files in `data_dir`; returns it."""
     read = lambda split: codexglue.read_bcb(data_dir, split)  # noqa: E731
     source = _source(read, {"code1": _STR, "code2": _STR, "label": _INT})
-    rekey = lambda ds: ds.map(  # noqa: E731
-        lambda ex: {"inputs": ex["code1"], "inputs2": ex["code2"], "label": ex["label"]}
+    rekey = functools.partial(
+        seqio.preprocessors.rekey, key_map={"inputs": "code1", "inputs2": "code2", "label": "label"}
     )
     features = _eos_features(_vocabulary(vocabulary), ["inputs", "inputs2"])
     steps = [rekey, *_TOKENIZE[:2], append_eos_after_trim_pair]
@@ -175,8 +178,8 @@ def register_poj104(name: str = "poj104", data_dir: str = gin.REQUIRED, vocabula
     """Registers `codet5p_poj104_<name>` (programs, problem `label` and `index` as strings)."""
     read = lambda split: codexglue.read_poj104(data_dir, split)  # noqa: E731
     source = _source(read, {"code": _STR, "label": _STR, "index": _STR})
-    rekey = lambda ds: ds.map(  # noqa: E731
-        lambda ex: {"inputs": ex["code"], "label": ex["label"], "index": ex["index"]}
+    rekey = functools.partial(
+        seqio.preprocessors.rekey, key_map={"inputs": "code", "label": "label", "index": "index"}
     )
     features = _eos_features(_vocabulary(vocabulary), ["inputs"])
     return _add(f"codet5p_poj104_{name}", source, [rekey, *_TOKENIZE], features)
@@ -219,7 +222,9 @@ def register_line_completion(
         return read_completion_split(data_dir, split, **kwargs)
 
     source = _source(read, {"input": _STR, "target": _STR})
-    rekey = lambda ds: ds.map(lambda ex: {"inputs": ex["input"], "targets": ex["target"]})  # noqa: E731
+    rekey = functools.partial(
+        seqio.preprocessors.rekey, key_map={"inputs": "input", "targets": "target"}
+    )
     vocab = _vocabulary(vocabulary)
     return _add(
         f"codet5p_completion_{name}",
