@@ -30,8 +30,8 @@ import pytest
 from codet5p_jax.cli.eval import main as eval_main
 from codet5p_jax.cli.train import main as train_main
 
-DEFECT_MARGIN = 10.0  # accuracy points above chance (50) on held-out files
-CLONE_MARGIN = 10.0  # F1 points above the constant "clone" predictor (66.7) on held-out files
+DEFECT_MARGIN = 20.0  # accuracy points above chance (50) on held-out files (measured: 82.8)
+CLONE_MARGIN = 20.0  # F1 points above the constant "clone" answer (66.7); measured F1 98.9
 MAX_FUNCTIONS = 1200
 
 
