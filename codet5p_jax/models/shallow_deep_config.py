@@ -129,8 +129,9 @@ class ShallowDeepConfig:
 
     @property
     def has_enc_to_dec_proj(self) -> bool:
-        """HF `EncoderDecoderModel`: a projection exists iff the widths differ."""
-        return self.encoder_emb_dim != self.emb_dim
+        """HF `EncoderDecoderModel`: a projection exists iff the widths differ (and something
+        reads the encoder: a decoder without cross-attention has none)."""
+        return self.encoder_emb_dim != self.emb_dim and self.num_cross_attention_layers > 0
 
     @property
     def num_uniform_decoder_layers(self) -> int:
