@@ -14,6 +14,7 @@ Key names are those of the released remote code (`modeling_codet5p.py`; the 16B 
   `[N, H, D]` for attention).
 """
 
+import re
 from collections.abc import Iterator, Mapping
 
 import flax.traverse_util as traverse_util
@@ -212,14 +213,78 @@ def unscan(params: Mapping, cfg: ShallowDeepConfig) -> dict:
     return unscan_params(params, cfg, _stacks(cfg))
 
 
+def _shape_of(state: Mapping, key: str) -> tuple[int, ...]:
+    """A tensor's shape, without reading it when the state is lazy (`hf_state.LazyState`)."""
+    return tuple(state.shape(key)) if hasattr(state, "shape") else tuple(np.shape(state[key]))
+
+
+def _blocks(keys, prefix: str, inner: str = "") -> list[int]:
+    pattern = re.compile(re.escape(prefix) + r"h\.(\d+)\." + re.escape(inner))
+    return sorted({int(m.group(1)) for k in keys if (m := pattern.match(k))})
+
+
+def check_state_matches_config(state: Mapping, cfg: ShallowDeepConfig, source: str) -> None:
+    """One-line errors for a state dict of another family or one its `config.json` misdescribes.
+
+    Checked from key names and shapes only (nothing is read): a T5 checkpoint, the block
+    counts of both stacks, which decoder blocks have cross-attention, and the widths.
+
+    Raises:
+      ConversionError: Naming the file, the key and the `config.json` field that disagree.
+    """
+    keys = list(state)
+    t5 = [k for k in keys if k == "shared.weight" or k.startswith("encoder.block.")]
+    t5.sort(key=lambda k: k != "shared.weight")  # name the tell-tale key when present
+    if t5:
+        raise ConversionError(
+            f"{source}: holds a T5 (CodeT5+ 220M/770M) state dict (key {t5[0]!r}), not the "
+            "CodeT5+ 2B-16B layout its config.json names"
+        )
+    for stack, prefix, want in (
+        ("encoder", ENCODER, cfg.num_encoder_layers),
+        ("decoder", DECODER, cfg.num_decoder_layers),
+    ):
+        got = _blocks(keys, prefix)
+        if got and got != list(range(want)):
+            raise ConversionError(
+                f"{source}: config.json {stack}.n_layer is {want} but the tensors hold "
+                f"{len(got)} {stack} blocks ({prefix}h.{got[0]} ... {prefix}h.{got[-1]})"
+            )
+    cross = _blocks(keys, DECODER, "crossattention.")
+    want_cross = list(range(cfg.num_uniform_decoder_layers, cfg.num_decoder_layers))
+    if cross != want_cross:
+        raise ConversionError(
+            f"{source}: config.json decoder (add_cross_attention / n_cross_attention_layers) "
+            f"puts cross-attention in decoder blocks {want_cross} but the tensors have it in "
+            f"{cross}"
+        )
+    v = cfg.vocab_size
+    for key, want, fields in (
+        (f"{ENCODER}wte.weight", (v, cfg.encoder_emb_dim), "encoder.vocab_size/n_embd"),
+        (
+            f"{ENCODER}h.0.mlp.fc_in.weight",
+            (cfg.encoder_mlp_dim, cfg.encoder_emb_dim),
+            "encoder.n_inner/n_embd",
+        ),
+        (f"{DECODER}wte.weight", (v, cfg.emb_dim), "decoder.vocab_size/n_embd"),
+        (f"{DECODER}h.0.mlp.fc_in.weight", (cfg.mlp_dim, cfg.emb_dim), "decoder.n_inner/n_embd"),
+    ):
+        if key in state and (got := _shape_of(state, key)) != want:
+            raise ConversionError(
+                f"{source}: tensor {key!r} has shape {got} but config.json {fields} give {want}"
+            )
+
+
 def hf_to_params(
     state: Mapping[str, np.ndarray], cfg: ShallowDeepConfig, source: str = "HF state dict"
 ) -> dict:
     """Released state dict -> nested params (scanned iff `cfg.scan_layers`), one key at a time.
 
     Raises:
-      ConversionError: On a missing, leftover or misshapen key (all are listed).
+      ConversionError: On a state dict of another family or one that disagrees with `cfg` (one
+        line), or on missing, leftover or misshapen keys (all are listed).
     """
+    check_state_matches_config(state, cfg, source)
     flat = mapping.apply_hf_to_jax(SplitState(state), rule_table(cfg), source)
     params = traverse_util.unflatten_dict(flat, sep="/")
     return scan(params, cfg) if cfg.scan_layers else params

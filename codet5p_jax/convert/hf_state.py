@@ -17,7 +17,11 @@ import numpy as np
 import safetensors
 
 from codet5p_jax.convert.mapping import ConversionError
-from codet5p_jax.convert.torch_pickle import TorchCheckpoint
+from codet5p_jax.convert.torch_pickle import CHUNK_BYTES, TorchCheckpoint
+
+
+def _is_floating(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.floating) or dtype.kind == "V"  # V: ml_dtypes' bfloat16
 
 
 class _SafetensorsFile:
@@ -28,13 +32,26 @@ class _SafetensorsFile:
         try:
             self._file = safetensors.safe_open(str(path), framework="numpy")
             names = self._file.keys()  # noqa: SIM118 (safe_open is not iterable)
-            self.shapes = {k: tuple(self._file.get_slice(k).get_shape()) for k in names}
+            slices = {k: self._file.get_slice(k) for k in names}
         except (safetensors.SafetensorError, OSError, ValueError) as e:
             raise ConversionError(f"{path}: corrupt or unreadable safetensors file: {e}") from e
+        self.shapes = {k: tuple(s.get_shape()) for k, s in slices.items()}
+        # safetensors dtype names: F16, BF16, F32, F64, F8_* are floating; I*/U*/BOOL are not.
+        self.floating = {k: s.get_dtype().startswith(("F", "BF")) for k, s in slices.items()}
 
-    def read(self, key: str) -> np.ndarray:
+    def read(self, key: str, dtype=None) -> np.ndarray:
+        """Tensor `key` in `dtype` (None: as stored); a cast copies row blocks of a few MB."""
         try:
-            return self._file.get_tensor(key)
+            if dtype is None or not self.shapes[key] or not self.shapes[key][0]:
+                x = self._file.get_tensor(key)
+                return x if dtype is None else x.astype(dtype)
+            rows = self._file.get_slice(key)
+            shape = self.shapes[key]
+            out = np.empty(shape, dtype)
+            step = max(1, CHUNK_BYTES // max(1, out[0].nbytes))
+            for start in range(0, shape[0], step):
+                out[start : start + step] = rows[start : start + step]
+            return out
         except (safetensors.SafetensorError, OSError, ValueError) as e:
             raise ConversionError(f"{self.path}: cannot read tensor {key!r}: {e}") from e
 
@@ -45,23 +62,18 @@ class _TorchFile:
     def __init__(self, path: pathlib.Path):
         self.path = path
         self._checkpoint = TorchCheckpoint(path)
-        self.shapes = {k: t.shape for k, t in self._checkpoint.tensors.items()}
+        tensors = self._checkpoint.tensors
+        self.shapes = {k: t.shape for k, t in tensors.items()}
+        self.floating = {k: _is_floating(t.dtype) for k, t in tensors.items()}
 
-    def read(self, key: str) -> np.ndarray:
-        return self._checkpoint.read(key)
+    def read(self, key: str, dtype=None) -> np.ndarray:
+        return self._checkpoint.read(key, dtype)
 
 
 def _open(path: pathlib.Path):
     if not path.is_file():
         raise ConversionError(f"{path}: no such file")
     return _TorchFile(path) if path.suffix == ".bin" else _SafetensorsFile(path)
-
-
-def _cast(x: np.ndarray, dtype) -> np.ndarray:
-    """Floating tensors to `dtype` (None keeps them); integer buffers are left alone."""
-    if dtype is None or not np.issubdtype(x.dtype, np.floating) and x.dtype.kind != "V":
-        return x
-    return x.astype(dtype, copy=False)
 
 
 class LazyState(Mapping):
@@ -75,7 +87,9 @@ class LazyState(Mapping):
         self.files, self._owner, self._dtype = files, owner, dtype
 
     def __getitem__(self, key: str) -> np.ndarray:
-        return _cast(self.files[self._owner[key]].read(key), self._dtype)
+        file = self.files[self._owner[key]]
+        # Only floating tensors are cast; integer buffers (causal masks) keep their dtype.
+        return file.read(key, self._dtype if file.floating[key] else None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._owner)

@@ -16,6 +16,9 @@ import numpy as np
 
 from codet5p_jax.convert.mapping import ConversionError
 
+# Read size of one step when copying a storage out of the zip.
+CHUNK_BYTES = 1 << 22
+
 # torch storage class name -> numpy dtype (torch/storage.py `_LegacyStorage` subclasses).
 STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -59,6 +62,18 @@ class LazyTensor:
     @property
     def dtype(self) -> np.dtype:
         return self.storage.dtype
+
+    def is_whole_storage(self) -> bool:
+        """Whether the tensor is its storage, C-contiguous from element 0."""
+        expected, step = [], 1
+        for n in reversed(self.shape):
+            expected.append(step)
+            step *= n
+        contiguous = all(
+            s == e or n == 1
+            for s, e, n in zip(self.stride, expected[::-1], self.shape, strict=True)
+        )
+        return self.offset == 0 and step == self.storage.numel and contiguous
 
     def materialize(self, storage: np.ndarray) -> np.ndarray:
         """A contiguous copy of this tensor out of its storage's array (strides in elements)."""
@@ -155,23 +170,46 @@ class TorchCheckpoint:
             raise ConversionError(f"{path}: expected a dict of tensors (a state dict)")
         self.tensors: dict[str, LazyTensor] = dict(state)
 
-    def read(self, key: str) -> np.ndarray:
-        """The tensor `key` as a contiguous numpy array in its stored dtype.
+    def _read_storage(self, ref: _StorageRef, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """The storage's elements as a new `shape` array of `dtype`, read in chunks.
+
+        Chunks of `CHUNK_BYTES` are converted (byte order, and `dtype`: e.g. float16 ->
+        float32) straight into the result, so reading costs the result plus one chunk.
+        """
+        order = "<" if self._byteorder == "little" else ">"
+        stored = ref.dtype.newbyteorder(order)
+        out = np.empty(shape, dtype=dtype)
+        flat = out.reshape(-1)  # a view: writes land in `out`
+        step = max(1, CHUNK_BYTES // stored.itemsize)
+        with self._archive.open(f"{self._prefix}/data/{ref.key}") as f:
+            for start in range(0, ref.numel, step):
+                count = min(step, ref.numel - start)
+                raw = f.read(count * stored.itemsize)
+                if len(raw) != count * stored.itemsize:
+                    raise ValueError(f"storage {ref.key} holds fewer than {ref.numel} elements")
+                flat[start : start + count] = np.frombuffer(raw, stored)
+        return out
+
+    def read(self, key: str, dtype=None) -> np.ndarray:
+        """The tensor `key` as a contiguous numpy array, in `dtype` (default: as stored).
+
+        A tensor that is its whole storage (what `save_pretrained` writes) is read chunk by
+        chunk into its result, so reading it costs its (converted) size plus one chunk.
 
         Raises:
           ConversionError: If its storage is missing or truncated (names the file and key).
         """
         tensor = self.tensors[key]
-        ref = tensor.storage
+        dtype = tensor.dtype if dtype is None else np.dtype(dtype)
         try:
-            raw = self._archive.read(f"{self._prefix}/data/{ref.key}")
-            order = "<" if self._byteorder == "little" else ">"
-            storage = np.frombuffer(raw, dtype=ref.dtype.newbyteorder(order), count=ref.numel)
-            return tensor.materialize(storage.astype(ref.dtype, copy=False))
+            if tensor.is_whole_storage():
+                return self._read_storage(tensor.storage, tensor.shape, dtype)
+            storage = self._read_storage(tensor.storage, (tensor.storage.numel,), tensor.dtype)
         except (KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
             raise ConversionError(
                 f"{self.path}: corrupt or unsupported torch checkpoint: tensor {key!r}: {e}"
             ) from e
+        return tensor.materialize(storage).astype(dtype, copy=False)
 
 
 def load_torch_state_dict(path) -> dict[str, np.ndarray]:
