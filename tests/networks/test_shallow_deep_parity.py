@@ -223,16 +223,18 @@ class RefEncDec(nn.Module):
         )
         return self.decoder.lm_head(x)
 
-    def params(self, cfg) -> dict:
-        """The reference's weights through the released key layout (`decoder.transformer.*`)."""
+    def released_state(self) -> dict[str, np.ndarray]:
+        """The reference's weights under the released key names (`decoder.transformer.*`)."""
         state = {**_state(self.encoder, "encoder."), **_state(self.decoder, "decoder.")}
-        state = {k.replace("decoder.lm_head", "decoder.lm_head"): v for k, v in state.items()}
         state.update(_state(self.enc_to_dec_proj, "enc_to_dec_proj."))
         for i, module in self.cross.items():
             for k, v in _state(module).items():
-                if k != "table":
-                    state[f"decoder.transformer.h.{i}.crossattention.{k}"] = v
-        return hf_shallow_deep.hf_to_params(state, cfg, "reference")
+                state[f"decoder.transformer.h.{i}.crossattention.{k}"] = v
+        return state
+
+    def params(self, cfg) -> dict:
+        """The reference's weights through the released layout's rule table."""
+        return hf_shallow_deep.hf_to_params(self.released_state(), cfg, "reference")
 
 
 @pytest.fixture(
@@ -383,3 +385,18 @@ def test_cached_cross_attention_keys_are_projected_once(reference):
     last = f"layers_{cfg.num_decoder_layers - 1}"
     cross = init["cache"]["decoder"][last]["encoder_decoder_attention"]
     assert cross["cached_key"].shape == (2, enc.shape[1], cfg.num_heads, cfg.head_dim)
+
+
+def test_export_writes_the_reference_state_dict_back(reference):
+    """params -> released layout reproduces the reference's tensors bit for bit (the mp_num=4
+    fusing in the export direction), plus the causal-mask buffers the released loader wants."""
+    cfg, ref, params = reference
+    state = ref.released_state()
+    out = hf_shallow_deep.params_to_hf(params, cfg)
+    masks = set(hf_shallow_deep.causal_mask_keys(cfg))
+    assert set(out) == set(state) | masks
+    for key, value in state.items():
+        np.testing.assert_array_equal(out[key], value, err_msg=key)
+    tril = np.tril(np.ones((cfg.max_positions,) * 2, np.uint8))
+    for key in masks:
+        assert out[key].dtype == np.uint8 and np.array_equal(out[key][0, 0], tril), key
