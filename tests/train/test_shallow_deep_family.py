@@ -166,3 +166,37 @@ def test_beam_search_uses_the_family_cache_spec():
     # HF length penalty 1.0: score = sum_logprobs / length.
     np.testing.assert_allclose(beams.scores, logp / 5, atol=1e-4)
     assert len({tuple(t) for t in beams.tokens[0]}) == 3  # three distinct beams
+
+
+@pytest.mark.slow
+def test_trains_through_the_trainer_with_the_decoder_frozen(toy_gin, tmp_path):
+    """`codet5p train` on the tiny preset with the paper's trainable set: a few steps move the
+    encoder, cross-attention and `enc_to_dec_proj` and leave the rest bit-identical."""
+    from codet5p_jax import loading
+    from codet5p_jax.cli.train import main as train_main
+
+    model_dir = tmp_path / "run"
+    argv = [
+        f"--gin_file={toy_gin}",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        "--gin.MODEL_CONFIG=@shallow_deep_preset()",
+        "--gin.shallow_deep_preset.name='tiny-shallow-deep'",
+        "--gin.shallow_deep_preset.vocab_size=512",
+        "--gin.shallow_deep_preset.pad_token_id=0",
+        "--gin.shallow_deep_preset.decoder_start_token_id=0",
+        "--gin.make_optimizer.trainable='encoder_and_cross_attention'",
+        "--gin.TRAIN_STEPS=4",
+        "--gin.train.save_every=2",
+    ]
+    assert train_main(argv) == 0
+    steps = {}
+    for step in (2, 4):
+        ckpt = loading.load(model_dir / "checkpoints" / str(step))
+        assert isinstance(ckpt.config, ShallowDeepConfig)
+        steps[step] = traverse_util.flatten_dict(ckpt.params, sep="/")
+    for path, before in steps[2].items():
+        moved = not np.array_equal(before, steps[4][path])
+        trainable = path.startswith(("encoder/", "enc_to_dec_proj/")) or (
+            "encoder_decoder_attention" in path
+        )
+        assert moved == trainable, path
