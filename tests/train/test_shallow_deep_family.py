@@ -178,9 +178,8 @@ def test_trains_through_the_trainer_with_the_decoder_frozen(toy_gin, tmp_path):
     model_dir = tmp_path / "run"
     argv = [
         f"--gin_file={toy_gin}",
+        f"--gin_file={REPO}/gin/models/tiny-shallow-deep.gin",  # rebinds MODEL_CONFIG
         f"--gin.MODEL_DIR='{model_dir}'",
-        "--gin.MODEL_CONFIG=@shallow_deep_preset()",
-        "--gin.shallow_deep_preset.name='tiny-shallow-deep'",
         "--gin.shallow_deep_preset.vocab_size=512",
         "--gin.shallow_deep_preset.pad_token_id=0",
         "--gin.shallow_deep_preset.decoder_start_token_id=0",
