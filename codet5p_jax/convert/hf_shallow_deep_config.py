@@ -212,8 +212,8 @@ Differences from the released files (CODET5P_FACTS §7):
   {cfg.pad_token_id}) at the top level and in both sub-configs (null in the released 16B
   configs; the HumanEval script uses the pad id, 50256).
 * The `encoder` and `decoder` sub-configs are complete, so the config does not depend on
-  `CodeT5pConfig()` defaults (the released class cannot be default-constructed: transformers
-  issues #178 / #192 of salesforce/CodeT5).
+  `CodeT5pConfig()` defaults (the released class cannot be default-constructed with recent
+  transformers: issues #178 / #192 of salesforce/CodeT5).
 * `causal_mask` buffers are written (the released loader expects them); they carry no weights.
 * Cross-attention rotary: the released code, with a working cache, rotates the cross-attention
   query of each generated token as position 0 but at its true position in teacher forcing.

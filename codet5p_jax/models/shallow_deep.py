@@ -71,8 +71,7 @@ class Block(nn.Module):
 
     Attributes:
       config: The model config.
-      stack: "encoder" or "decoder" (selects the dimensions).
-      causal: Causal self-attention (decoder) or bidirectional (encoder).
+      stack: "encoder" or "decoder" (selects the dimensions); causality comes with the mask.
       cross_attention: Has an `encoder_decoder_attention` branch (top decoder blocks).
       scanned: Returns `(x, None)` for `nn.scan`.
       deterministic: Disables dropout.
