@@ -212,7 +212,7 @@ def _save(dst, config, params, fmt, tokenizer_dir, family) -> None:
         raise ConversionError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
 
 
-def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
+def convert(src, dst, to: str, scan: bool | None = None, tokenizer_dir=None) -> Checkpoint:
     """Converts the checkpoint at `src` into a new `to`-format directory `dst`.
 
     Args:
@@ -220,6 +220,7 @@ def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
       dst: Directory to create.
       to: "hf" or "orbax".
       scan: Layout of orbax output (None keeps the source's); HF output is always unscanned.
+      tokenizer_dir: Tokenizer files to write instead of the source's own (None: the source's).
 
     Returns:
       The loaded source checkpoint, in the layout that was written.
@@ -230,5 +231,5 @@ def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
     if to == "hf" and scan:
         raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
     ckpt = load(src, scan_layers=False if to == "hf" else scan)
-    save(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir)
+    save(dst, ckpt.config, ckpt.params, to, tokenizer_dir or ckpt.tokenizer_dir)
     return ckpt

@@ -43,7 +43,7 @@ def test_cli_on_model_dir_matches_library_and_reports_skipped_k(
     )  # fmt: skip
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["num_pairs"] == 6 and "R@[10]" in out["skipped"]
+    assert out["num_queries"] == out["num_candidates"] == 6 and "R@[10]" in out["skipped"]
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     pairs = retrieval.load_pairs(data)
     expected = retrieval.evaluate_pairs(
