@@ -184,8 +184,9 @@ def has_tokenizer_files(directory) -> bool:
     if directory is None:
         return False
     d = pathlib.Path(directory)
-    return (d / "tokenizer.json").is_file() or (
-        (d / "vocab.json").is_file() and (d / "merges.txt").is_file()
+    return (d / "tokenizer.json").is_file() or any(
+        (d / f"{p}vocab.json").is_file() and (d / f"{p}merges.txt").is_file()
+        for p in ("", "codet5-")
     )
 
 

@@ -8,7 +8,8 @@ with the weights, so the HF / orbax directory is usable by `retrieval`, `embed`,
 
 * `tokenizer.json`: the full vocabulary as loaded (BPE, padding `<reserved_K>` ids, sentinels,
   stage-2 tokens), readable by `tokenizers` and HF fast tokenizers with identical ids;
-* `vocab.json` + `merges.txt`: the BPE files, when the source has them under these names;
+* `vocab.json` + `merges.txt`: the BPE files (also from CodeT5's `codet5-vocab.json` /
+  `codet5-merges.txt` names);
 * `tokenizer_config.json` + `special_tokens_map.json`: the RoBERTa-style special tokens of the
   released CodeT5+ checkpoints.
 """
@@ -58,10 +59,12 @@ def write_tokenizer_files(src_dir, dst_dir) -> list[str]:
     src_dir, dst_dir = pathlib.Path(src_dir), pathlib.Path(dst_dir)
     vocabulary = load_vocabulary(src_dir, str(src_dir))
     written = []
-    for name in ("vocab.json", "merges.txt"):
-        if (src_dir / name).is_file():
-            shutil.copyfile(src_dir / name, dst_dir / name)
-            written.append(name)
+    for vocab, merges in (("vocab.json", "merges.txt"), ("codet5-vocab.json", "codet5-merges.txt")):
+        if (src_dir / vocab).is_file() and (src_dir / merges).is_file():
+            shutil.copyfile(src_dir / vocab, dst_dir / "vocab.json")  # HF's names
+            shutil.copyfile(src_dir / merges, dst_dir / "merges.txt")
+            written += ["vocab.json", "merges.txt"]
+            break
     vocabulary.tokenizer.save(str(dst_dir / "tokenizer.json"))
     config = {
         "tokenizer_class": "RobertaTokenizer",
