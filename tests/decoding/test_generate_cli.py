@@ -24,10 +24,22 @@ from codet5p_jax.models import init_params
 PROMPTS = ["def add(a, b):", "class Stack:\n    def push(self, x):"]
 
 
+def _tiny_gin_config():
+    """The model config `gin/models/tiny.gin` selects (what the demo's stage 1 trains)."""
+    import gin
+    from codet5p_jax.cli.gin_flags import REPO_DIR
+
+    try:
+        gin.parse_config_file(str(REPO_DIR / "gin/models/tiny.gin"))
+        return get_preset(gin.query_parameter("get_preset.name"))
+    finally:
+        gin.clear_config()
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, codet5_tokenizer_dir):
-    """A tiny (gin/models/tiny.gin preset) run exported as the demo does: convert --to hf."""
-    cfg = get_preset("tiny")
+    """A tiny (gin/models/tiny.gin) run exported as the demo does: convert --to hf."""
+    cfg = _tiny_gin_config()
     params = jax.device_get(nn.unbox(init_params(cfg, jax.random.PRNGKey(3))))
     # A random init often picks </s> or <pad> first; with their (tied) embedding rows zeroed
     # their logit is 0 while some other token's is positive, so completions are not empty.
@@ -163,3 +175,27 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path):
     assert rc == 2 and len(err) == 1 and "(did you mean --temperature?)" in err[0]
     rc, err = _run_cli("--model", str(exported), "--top-p", "0.9", "--method", "beam", "x")
     assert rc == 2 and err == ["codet5p generate: error: --top-p does not apply to --method beam"]
+
+
+@pytest.mark.slow
+def test_demo_style_trained_and_exported_model_generates(tmp_path, codet5_tokenizer_dir):
+    """The demo's path on a 2-step run: train tiny_stage1.gin, convert --to hf, generate."""
+    env = {**__import__("os").environ, "CODET5P_TOKENIZER_DIR": str(codet5_tokenizer_dir)}
+    run = tmp_path / "stage1"
+    train = [sys.executable, "-m", "codet5p_jax.cli", "train",
+             "--gin_file=gin/experiments/tiny_stage1.gin", f"--gin.MODEL_DIR='{run}'",
+             "--gin.TRAIN_STEPS=2", "--gin.train.save_every=2", "--gin.BATCH_SIZE=8"]  # fmt: skip
+    proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    convert = [sys.executable, "-m", "codet5p_jax.cli", "convert", str(run), str(tmp_path / "hf"),
+               "--to", "hf"]  # fmt: skip
+    subprocess.run(convert, check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "codet5p_jax.cli", "generate", "--model", str(tmp_path / "hf"),
+         "--max-new-tokens", "8", "--format", "jsonl", *PROMPTS],
+        env={k: v for k, v in env.items() if k != "CODET5P_TOKENIZER_DIR"},  # the export's own
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    rows = [json.loads(x) for x in proc.stdout.splitlines()]
+    expected = _reference(tmp_path / "hf", codet5_tokenizer_dir, PROMPTS, max_new_tokens=8)
+    assert [r["completion"] for r in rows] == [row[0] for row in expected]
