@@ -15,6 +15,8 @@ Benchmarks:
   csn-<lang>, cosqa, advtest  code search (text -> code retrieval): MRR and R@1/5/10 of the
                  checkpoint's embeddings, optional matching re-rank and BM25; see
                  `retrieval_benchmarks` (they take a `retriever`, not a `generate_fn`).
+  rag-<lang>     retrieval-augmented text-to-code generation (`rag_benchmark`: EM, BLEU-4,
+                 with and without retrieval); takes the `generator` checkpoint.
 """
 
 import dataclasses
@@ -29,6 +31,7 @@ from codet5p_jax.evaluation import (
     math_accuracy,
     mbpp,
     pass_at_k,
+    rag_benchmark,
     results_io,
     retrieval_benchmarks,
     sandbox,
@@ -236,7 +239,7 @@ def get_benchmark(name: str) -> Benchmark:
         ValueError: unknown name (the message lists the known ones).
     """
     if name not in BENCHMARKS:
-        known = sorted([*BENCHMARKS, *retrieval_benchmarks.NAMES])
+        known = sorted([*BENCHMARKS, *retrieval_benchmarks.NAMES, *rag_benchmark.NAMES])
         raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(known)}")
     return BENCHMARKS[name]
 
@@ -281,6 +284,7 @@ def run_benchmark(
     out_dir: str | os.PathLike,
     *,
     retriever: "retrieval_benchmarks.Retriever | None" = None,
+    generator=None,
     **options,
 ):
     """Generates completions for a benchmark's prompts, scores them and writes the results.
@@ -296,6 +300,7 @@ def run_benchmark(
             (unused by code-search benchmarks).
         out_dir: output directory (created).
         retriever: the checkpoint of a code-search benchmark.
+        generator: the checkpoint (`Pretrained` or path) of a `rag-<lang>` benchmark.
         **options: fields of `BenchmarkOptions` (of `RetrievalOptions` for code search).
 
     Returns:
@@ -307,6 +312,10 @@ def run_benchmark(
     """
     if retrieval_benchmarks.is_retrieval_benchmark(name):
         return retrieval_benchmarks.run(name, out_dir, retriever, **options)
+    if rag_benchmark.is_rag_benchmark(name):
+        if generator is None:
+            raise ValueError(f"benchmark {name!r} needs a generator checkpoint")
+        return rag_benchmark.run(name, out_dir, generator, **options)
     benchmark = get_benchmark(name)
     if generate_fn is None:
         raise ValueError(f"benchmark {name!r} generates: it needs a generate_fn")

@@ -178,11 +178,18 @@ def evaluate(
     gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
     metrics: dict[str, Any] = {"checkpoint": source}
     if benchmark:
-        from codet5p_jax.evaluation import benchmarks, retrieval_benchmarks
+        from codet5p_jax.evaluation import benchmarks, rag_benchmark, retrieval_benchmarks
 
         if vocabulary is None:
             vocabulary = _checkpoint_vocabulary(ckpt)
-        if retrieval_benchmarks.is_retrieval_benchmark(benchmark):
+        if rag_benchmark.is_rag_benchmark(benchmark):
+            from codet5p_jax.pretrained import Pretrained
+
+            generator = Pretrained(cfg, params, ckpt.tokenizer_dir, source=str(checkpoint_path))
+            metrics[benchmark] = benchmarks.run_benchmark(
+                benchmark, None, out_dir, generator=generator, **(benchmark_options or {})
+            )
+        elif retrieval_benchmarks.is_retrieval_benchmark(benchmark):
             retriever = retrieval_benchmarks.Retriever(model, params, vocabulary.encode)
             metrics[benchmark] = benchmarks.run_benchmark(
                 benchmark, None, out_dir, retriever=retriever, **(benchmark_options or {})
