@@ -250,6 +250,7 @@ def convert(
     dst,
     to: str,
     scan: bool | None = None,
+    tokenizer_dir=None,
     *,
     dtype=None,
     max_shard_bytes: int = hf_io.DEFAULT_MAX_SHARD_BYTES,
@@ -261,6 +262,7 @@ def convert(
       dst: Directory to create.
       to: "hf" or "orbax".
       scan: Layout of orbax output (None keeps the source's); HF output is always unscanned.
+      tokenizer_dir: Tokenizer files to write instead of the source's own (None: the source's).
       dtype: Floating params written in this dtype; None keeps the source's.
       max_shard_bytes: HF output: larger weights are written as sharded safetensors.
 
@@ -273,5 +275,12 @@ def convert(
     if to == "hf" and scan:
         raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
     ckpt = load(src, scan_layers=False if to == "hf" else scan, dtype=dtype)
-    save(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir, max_shard_bytes=max_shard_bytes)
+    save(
+        dst,
+        ckpt.config,
+        ckpt.params,
+        to,
+        tokenizer_dir or ckpt.tokenizer_dir,
+        max_shard_bytes=max_shard_bytes,
+    )
     return ckpt
