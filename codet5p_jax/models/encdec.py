@@ -44,6 +44,7 @@ def t5_attention(cfg: T5Config, name: str, is_cross_attention: bool = False):
         param_dtype=cfg.params_dtype,
         precision=cfg.matmul_precision,
         is_cross_attention=is_cross_attention,
+        implementation=cfg.attention_impl,
         name=name,
     )
 
