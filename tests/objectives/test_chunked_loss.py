@@ -8,7 +8,6 @@ chunked forward + backward pass may be as large as the full logits.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
