@@ -7,6 +7,7 @@ no notion of a model family.
 Legend: B batch, L query length, S key length, D features, N heads, H head_dim.
 """
 
+import contextlib
 import functools
 import logging
 
@@ -49,6 +50,9 @@ def fused_unsupported_reason(
         return "attention dropout is on"
     if implementation == "xla":
         return None
+    if query.shape[1] == 1:
+        # A cached decoding step: one query row, nothing for a flash kernel to tile.
+        return "one query position (a decoding step)"
     if jax.default_backend() != "gpu":
         return f"cuDNN attention needs a GPU, backend is {jax.default_backend()}"
     if query.dtype not in _FUSED_DTYPES or key.dtype != query.dtype:
@@ -135,11 +139,19 @@ def dot_product_attention(
         implementation, query, key, has_bias=bias is not None, dropout=dropout
     )
     if reason is None:
-        return _fused_attention(
-            query, key, value, bias, mask, scale=scale, implementation=implementation
-        ).astype(dtype)
-    if implementation != "plain" and not (implementation == "auto" and "needs a GPU" in reason):
-        _log_fallback(reason)  # "auto" off a GPU is the plain path by definition: no line
+        # jax.nn's kernel takes no precision argument: a float32 model's HIGHEST (no TF32 on
+        # GPUs, see dtypes.matmul_precision) goes in through the default instead.
+        highest = precision == lax.Precision.HIGHEST
+        with jax.default_matmul_precision("highest") if highest else contextlib.nullcontext():
+            out = _fused_attention(
+                query, key, value, bias, mask, scale=scale, implementation=implementation
+            )
+        return out.astype(dtype)
+    expected = ("needs a GPU", "decoding step")  # what "auto" means by plain: no log line
+    if implementation != "plain" and not (
+        implementation == "auto" and any(e in reason for e in expected)
+    ):
+        _log_fallback(reason)
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
     scores = jnp.einsum(
         "blnh,bsnh->bnls", query, key, precision=precision, preferred_element_type=jnp.float32

@@ -126,3 +126,32 @@ def test_whole_model_fused_equals_plain_logits_and_grads():
         jax.tree_util.tree_leaves_with_path(plain_grad), jax.tree.leaves(fused_grad), strict=True
     ):
         np.testing.assert_allclose(f, p, atol=1e-4, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention runs on NVIDIA GPUs")
+def test_cudnn_equals_plain_on_gpu_with_bias_gradient():
+    """On a GPU: cuDNN output and q/k/v/bias gradients equal the plain path's (bf16 inputs).
+
+    Reference: the plain path on the same bf16-valued inputs upcast to float32, so the only
+    difference is the kernel's bf16 arithmetic (tolerance 2e-2, bf16's 8-bit mantissa). The
+    bias gradient is what trains T5's relative-position table; it must not come back zero.
+    """
+    b, q_len, s, n, h = 2, 64, 128, 4, 64
+    k = jax.random.split(jax.random.key(3), 4)
+    q, key, v = (
+        jax.random.normal(k[i], (b, x, n, h), jnp.bfloat16) for i, x in enumerate((q_len, s, s))
+    )
+    bias = jax.random.normal(k[3], (1, n, q_len, s), jnp.float32)
+    mask = (jnp.arange(s)[None, :] < jnp.array([[s], [s - 30]]))[:, None, None, :]
+
+    def loss(impl, q, key, v, bias):
+        out = attention.dot_product_attention(q, key, v, bias, mask, implementation=impl)
+        return jnp.sum(jnp.sin(out.astype(jnp.float32)))
+
+    upcast = [x.astype(jnp.float32) for x in (q, key, v)]
+    ref = jax.value_and_grad(lambda *a: loss("plain", *a), argnums=(0, 1, 2, 3))(*upcast, bias)
+    got = jax.value_and_grad(lambda *a: loss("cudnn", *a), argnums=(0, 1, 2, 3))(q, key, v, bias)
+    np.testing.assert_allclose(got[0], ref[0], rtol=2e-2)
+    for r, g in zip(ref[1], got[1], strict=True):
+        np.testing.assert_allclose(np.asarray(g, np.float32), r, atol=2e-2, rtol=2e-2)
+    assert float(jnp.abs(got[1][3]).sum()) > 0.1 * float(jnp.abs(ref[1][3]).sum())
