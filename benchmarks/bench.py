@@ -31,8 +31,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import gpu_anchor as lib  # noqa: E402
 import jax  # noqa: E402
 
-# Train retries, in order, after a failed measurement: "attention/loss_chunk/remat".
-DEFAULT_FALLBACKS = "plain/2048/none,plain/2048/dots"
+# Train retries, in order, after a failed measurement: "attention/loss_chunk/remat"; "-" keeps
+# the requested value.
+DEFAULT_FALLBACKS = "plain/-/-,plain/-/dots"
 
 
 def _common(p: argparse.ArgumentParser, new_tokens: bool):
@@ -65,7 +66,9 @@ def parse_args(argv=None):
     t.add_argument("--tgt", type=int, default=256)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--warmup", type=int, default=5)
-    t.add_argument("--loss-chunk", type=int, default=2048, help="0: whole logits")
+    t.add_argument(
+        "--loss-chunk", type=int, default=2048, help="positions per loss chunk; 0: whole logits"
+    )
     t.add_argument("--remat", default="none", help="none | full | dots | dots_with_no_batch_dims")
     t.add_argument("--scan", action="store_true", help="scan the layers (faster compile)")
     t.add_argument("--fallbacks", default=DEFAULT_FALLBACKS, help="'' for none")
@@ -104,7 +107,12 @@ def train_variants(a) -> list[dict]:
     variants = [first]
     for spec in filter(None, a.fallbacks.split(",")):
         try:
-            attention, chunk, remat = spec.split("/")
+            attention, chunk, remat = (
+                v if v != "-" else first_v
+                for v, first_v in zip(
+                    spec.split("/"), (a.attention, a.loss_chunk, a.remat), strict=True
+                )
+            )
             variant = dict(attention=attention, loss_chunk_tokens=int(chunk) or None, remat=remat)
         except ValueError:
             raise SystemExit(

@@ -31,6 +31,11 @@ BUDGET_S=${BUDGET_S:-420}  # the whole session, every step included
 ORDER=${ORDER:-gpu-check ours-train:1 anchor-eager:1 ours-gen:1 ours-train:2 ours-gen:2
 anchor-eager:2 anchor-compile-train:1 anchor-compile-train:2 anchor-compile-gen:1 parity}
 BENCH_ARGS=${BENCH_ARGS:-}  # extra bench.py arguments, e.g. "--attention plain"
+# Loss chunk (positions) per MODELS entry, 0 = whole logits. Chunking recomputes the float32
+# LM head in the backward pass: about 5 % of a 220m step, 1 % of a 770m one, whose memory
+# target (<= 0.8x torch.compile's peak) it serves.
+LOSS_CHUNK_1=${LOSS_CHUNK_1:-0}
+LOSS_CHUNK_2=${LOSS_CHUNK_2:-2048}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_log.txt
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3 TOKENIZERS_PARALLELISM=false
@@ -86,9 +91,11 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
   ours=(--batch "$BATCH" --src "$SRC")
   for entry in $ORDER; do
     kind=${entry%%:*}
-    model=
+    model= chunk=0
     if [ "$kind" != "$entry" ]; then
       model=${models[$((${entry#*:} - 1))]:-}
+      chunk_var=LOSS_CHUNK_${entry#*:}
+      chunk=${!chunk_var:-0}
       [ -n "$model" ] || continue  # MODELS has no such entry
     fi
     # Sequential processes: torch's caching allocator and JAX's pool never share the GPU.
@@ -99,7 +106,7 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
       ours-train)
         # shellcheck disable=SC2086
         step "$entry" "$kind" "$PY" benchmarks/bench.py train --models "$model" "${ours[@]}" \
-          --tgt "$TGT" --steps "$STEPS" --warmup "$WARMUP" $BENCH_ARGS ;;
+          --tgt "$TGT" --steps "$STEPS" --warmup "$WARMUP" --loss-chunk "$chunk" $BENCH_ARGS ;;
       ours-gen)
         # shellcheck disable=SC2086
         step "$entry" "$kind" "$PY" benchmarks/bench.py generate --models "$model" "${ours[@]}" \
