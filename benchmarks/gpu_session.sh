@@ -107,6 +107,10 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
         # shellcheck disable=SC2086
         step "$entry" "$kind" "$PY" benchmarks/bench.py train --models "$model" "${ours[@]}" \
           --tgt "$TGT" --steps "$STEPS" --warmup "$WARMUP" --loss-chunk "$chunk" $BENCH_ARGS ;;
+      ours-train-plain)  # the reference attention path, for the fused path's gain (not default)
+        step "$entry" ours-train "$PY" benchmarks/bench.py train --models "$model" "${ours[@]}" \
+          --tgt "$TGT" --steps "$STEPS" --warmup "$WARMUP" --loss-chunk "$chunk" \
+          --attention plain --fallbacks '' ;;
       ours-gen)
         # shellcheck disable=SC2086
         step "$entry" "$kind" "$PY" benchmarks/bench.py generate --models "$model" "${ours[@]}" \
@@ -123,7 +127,8 @@ print('python', sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__v
         step "$entry" "$kind" "$PY" -c "$(anchor_gen_compiled "$model")" ;;
       parity)  # JAX on the GPU, torch reference on the CPU, float32 (HIGHEST precision)
         step "$entry" "$kind" "$PY" -m pytest -q -n 0 -p no:cacheprovider --tb=short \
-          tests/networks/test_encdec_parity.py ;;
+          tests/networks/test_encdec_parity.py tests/layers/test_fused_attention.py \
+          tests/objectives/test_chunked_loss.py ;;
       *) echo "unknown step $entry" ;;
     esac
   done
