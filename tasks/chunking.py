@@ -4,7 +4,10 @@ CodeT5+ §3.1 / §4.1: files of 50-2,000 tokens are kept; "we concatenate differ
 into sequences and truncate them into chunks of fixed length". Files are joined with `</s>` so
 a chunk that spans two files shows the boundary. Tokenization and filtering are deterministic, so
 they sit before seqio's `CacheDatasetPlaceholder` and can be cached offline; chunking depends on
-the requested lengths and runs after it.
+the requested lengths and runs after it. The registered tasks read the corpus tokenized once
+(`tasks.token_cache`, `select_tokenized`); `tokenize_and_filter` does the same inside tf.data on
+every epoch (`register_corpus(..., pretokenize=False)`) and is the reference the cache is tested
+against.
 """
 
 import numpy as np
@@ -63,6 +66,15 @@ def concat_and_chunk(
     flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
     chunks = flat.batch(chunk_length, drop_remainder=True)
     return chunks.map(lambda t: {"tokens": t}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def select_tokenized(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`TokenizedCorpusSource` records -> `{"tokens": int32 [n]}` of the files the filter kept."""
+    kept = ds.filter(lambda ex: tf.equal(ex["kept"], 1))
+    return kept.map(
+        lambda ex: {"tokens": tf.io.decode_raw(ex["tokens"], tf.int32, little_endian=True)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
 def tokenize_and_filter(
