@@ -52,7 +52,10 @@ def concat_and_chunk(
 ) -> tf.data.Dataset:
     """Concatenates token streams (joined by `separator_id`) into `{"tokens": [chunk_length]}`.
 
-    The final partial chunk is dropped, so every chunk has exactly `chunk_length` tokens.
+    The final partial chunk is dropped, so every chunk has exactly `chunk_length` tokens. A
+    `scan` carries the tokens not yet in a chunk from file to file and cuts whole chunks per
+    file: the same chunks as unbatching to single tokens and re-batching, at a fraction of the
+    cost (one tf.data element per file and per chunk instead of per token).
     """
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
@@ -63,8 +66,14 @@ def concat_and_chunk(
             tokens = tf.concat([tokens, [separator_id]], axis=0)
         return tokens
 
-    flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    chunks = flat.batch(chunk_length, drop_remainder=True)
+    def cut(carry, tokens):
+        stream = tf.concat([carry, tokens], axis=0)
+        n = tf.size(stream) // chunk_length * chunk_length
+        return stream[n:], tf.reshape(stream[:n], [-1, chunk_length])
+
+    flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE)
+    dtype = ds.element_spec["tokens"].dtype
+    chunks = flat.scan(tf.zeros([0], dtype), cut).unbatch()
     return chunks.map(lambda t: {"tokens": t}, num_parallel_calls=tf.data.AUTOTUNE)
 
 

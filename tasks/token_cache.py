@@ -65,7 +65,7 @@ def tokenizer_digest(vocabulary) -> str:
     return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
-def _shards(spec: CorpusSpec) -> dict[str, list[pathlib.Path]]:
+def code_shards(spec: CorpusSpec) -> dict[str, list[pathlib.Path]]:
     """Code shards per split; a split without records has none (corpus_files would raise)."""
     directory = prepare_corpus(spec)
     records = json.loads((directory / "stats.json").read_text())["records"]["code"]
@@ -80,7 +80,7 @@ def cache_directory(
     spec: CorpusSpec, vocabulary, min_tokens: int | None, max_tokens: int | None
 ) -> pathlib.Path:
     """Where the tokenized corpus of this (corpus content, tokenizer, filter) lives."""
-    shards = _shards(spec)
+    shards = code_shards(spec)
     key = {
         "format": FORMAT_VERSION,
         "corpus": {split: [_file_digest(p) for p in paths] for split, paths in shards.items()},
@@ -141,7 +141,7 @@ def encode_files(
     return out
 
 
-def _read_code(path: pathlib.Path, corpus: str):
+def read_code(path: pathlib.Path, corpus: str):
     """Yields lists of up to `ENCODE_BATCH` decoded `code` strings of one shard, in order."""
     import tensorflow as tf  # deferred: the key computation above stays TF-free
 
@@ -192,10 +192,10 @@ def prepare_tokenized(
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     counts = {split: {"records": 0, "kept": 0, "tokens": 0} for split in SPLITS}
     try:
-        for split, paths in _shards(spec).items():
+        for split, paths in code_shards(spec).items():
             for path in paths:
                 with tf.io.TFRecordWriter(str(tmp / path.name)) as writer:
-                    for texts in _read_code(path, spec.name):
+                    for texts in read_code(path, spec.name):
                         for ids in encode_files(vocabulary, texts, min_tokens, max_tokens):
                             writer.write(_example(ids))
                             c = counts[split]
