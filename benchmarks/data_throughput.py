@@ -22,10 +22,14 @@ just after each stage, the tokenizer ceiling is measured on the same corpus text
 * with `--baseline`: the same stage with stage 1 tokenized inside tf.data every epoch
   (`register_corpus(pretokenize=False)`, the pipeline before the token cache), same seed.
 
+`--profile` instead times each stage-1 step alone (wall and CPU seconds) on the stdlib train
+split: reading the text records, tokenize + filter inside tf.data, reading the tokenized corpus,
+concatenate + chunk, span corruption.
+
 Usage (the corpus is prepared into $CODET5P_CACHE_DIR on first use):
   CODET5P_TOKENIZER_DIR=../shared/reference/tokenizers/codet5 \\
     .venv/bin/python benchmarks/data_throughput.py [--batches 20] [--batch-size 32] \\
-    [--only stage1] [--cold] [--baseline] [--json out.json]
+    [--only stage1] [--cold] [--baseline] [--profile] [--json out.json]
 """
 
 import argparse
@@ -155,6 +159,57 @@ def measure(key: str, batch_size: int, batches: int, warmup: int, seed: int) -> 
     }
 
 
+def _drain(ds, key: str = "tokens") -> tuple[float, float, int, int]:
+    """(wall s, CPU s, elements, tokens in `key`) of iterating `ds` to its end."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    n = tokens = 0
+    for ex in ds.as_numpy_iterator():
+        n += 1
+        tokens += int(np.size(ex[key])) if key in ex else 0
+    return time.perf_counter() - t0, time.process_time() - c0, n, tokens
+
+
+def profile_stages(epochs: int = 3) -> list[dict]:
+    """Where one stage-1 epoch's time goes: each step alone, on the stdlib train split.
+
+    Steps: reading the text records; tokenize + size filter inside tf.data (the previous path);
+    reading the tokenized corpus; concatenate + chunk (568 tokens, span denoising); span
+    corruption. Inputs of the last two are held in memory, so each row times its step alone.
+    """
+    import tensorflow as tf
+
+    from tasks import chunking, span_corruption
+    from tasks.data_sources import PreparedCorpusSource, TokenizedCorpusSource
+
+    spec = corpus_cache.CorpusSpec(name="stdlib", kind="stdlib")
+    vocab = tasks.CodeT5Vocabulary()
+    text = PreparedCorpusSource(spec, "code").get_dataset("train", shuffle=False)
+    tokenized = TokenizedCorpusSource(spec, vocab, 50, 2000).get_dataset("train", shuffle=False)
+    rows = [("read text records", _drain(text, "code"))]
+    rows.append(("tokenize + filter in tf.data", _drain(chunking.tokenize_and_filter(text, vocab))))
+    rows.append(("read tokenized corpus", _drain(chunking.select_tokenized(tokenized))))
+    files = [x["tokens"] for x in chunking.select_tokenized(tokenized).as_numpy_iterator()]
+    mem = tf.data.Dataset.from_generator(
+        lambda: ({"tokens": f} for f in files),
+        output_signature={"tokens": tf.TensorSpec([None], tf.int32)},
+    ).cache()
+    _drain(mem)
+    rows.append((f"concatenate + chunk 568, {epochs} epochs", _drain(
+        chunking.concat_and_chunk(mem.repeat(epochs), 568, 2))))  # fmt: skip
+    chunks = np.stack(
+        [x["tokens"] for x in chunking.concat_and_chunk(mem, 568, 2).as_numpy_iterator()]
+    )
+    chunk_ds = tf.data.Dataset.from_tensor_slices({"tokens": chunks}).repeat(epochs)
+    with seqio.utils.map_seed_manager(0):
+        corrupted = span_corruption.span_corruption(chunk_ds, eos_id=2)
+    rows.append((f"span corruption, {epochs} epochs", _drain(corrupted, "inputs")))
+    out = []
+    for label, (wall, cpu, n, tokens) in rows:
+        out.append({"step": label, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                    "elements": n, "tokens": tokens})  # fmt: skip
+    return out
+
+
 def _register_stdlib(pretokenize: bool) -> None:
     tasks.register_corpus(
         "stdlib", kind="stdlib", vocabulary=tasks.CodeT5Vocabulary(), pretokenize=pretokenize,
@@ -215,6 +270,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--baseline", action="store_true", help="also time stage 1 tokenized inside tf.data"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="time each stage-1 step alone on one epoch"
+    )
     args = parser.parse_args(argv)
     keys = [k for _, k in STAGES]
     unknown = sorted(set((args.only or "").split(",")) - set(keys) - {""})
@@ -229,6 +287,17 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"data_throughput: {e}", file=sys.stderr)
         return 2
+    if args.profile:
+        print(f"loadavg at start: {' '.join(map(str, os.getloadavg()))}; cores: {cores()}")
+        steps = profile_stages()
+        print(f"{'step':40} {'wall s':>7} {'cpu s':>7} {'elements':>9} {'tokens':>10}")
+        for r in steps:
+            print(f"{r['step']:40} {r['wall_s']:>7} {r['cpu_s']:>7} {r['elements']:>9,} "
+                  f"{r['tokens']:>10,}")  # fmt: skip
+        print(f"loadavg at end: {' '.join(map(str, os.getloadavg()))}")
+        if args.json:
+            write_text(args.json, json.dumps({"cores": cores(), "profile": steps}, indent=1))
+        return 0
     results = []
     print(f"loadavg at start: {' '.join(map(str, os.getloadavg()))}; cores: {cores()}")
     print(
