@@ -75,8 +75,9 @@ def _loadavg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def corpus_texts(max_chars: int = CEILING_CHARS) -> list[str]:
+def corpus_texts(max_chars: int | None = None) -> list[str]:
     """The first train files of the stdlib code corpus, up to `max_chars` characters."""
+    max_chars = max_chars or CEILING_CHARS
     spec = corpus_cache.CorpusSpec(name="stdlib", kind="stdlib")
     texts, total = [], 0
     for batch in token_cache.read_code(token_cache.code_shards(spec)["train"][0], spec.name):
@@ -165,7 +166,7 @@ def _drain(ds, key: str = "tokens") -> tuple[float, float, int, int]:
     n = tokens = 0
     for ex in ds.as_numpy_iterator():
         n += 1
-        tokens += int(np.size(ex[key])) if key in ex else 0
+        tokens += int(np.size(ex[key])) if isinstance(ex.get(key), np.ndarray) else 0
     return time.perf_counter() - t0, time.process_time() - c0, n, tokens
 
 

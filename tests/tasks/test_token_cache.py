@@ -88,11 +88,11 @@ def test_stage1_examples_equal_the_tf_data_path():
 
         def take(name, key=key):
             ds = seqio.get_mixture_or_task(name).get_dataset(
-                tasks.DEFAULT_LENGTHS[key], shuffle=True, seed=5, shuffle_buffer_size=16
+                tasks.DEFAULT_LENGTHS[key], shuffle=True, seed=5, shuffle_buffer_size=8
             )
             return [
                 {k: np.asarray(v).tolist() for k, v in ex.items()}
-                for ex in ds.take(24).as_numpy_iterator()
+                for ex in ds.take(12).as_numpy_iterator()
             ]
 
         assert take(fast[key]) == take(slow[key]), key
@@ -101,7 +101,7 @@ def test_stage1_examples_equal_the_tf_data_path():
 
     def batch(name):
         ds = seqio.get_dataset(
-            name, lengths, feature_converter=converter, shuffle=False, seed=3, batch_size=16
+            name, lengths, feature_converter=converter, shuffle=False, seed=3, batch_size=12
         )
         return next(ds.as_numpy_iterator())
 
@@ -174,13 +174,15 @@ def _benchmark():
 
 def test_benchmark_reports_ratio_to_the_tokenizer(tmp_path, capsys):
     bench = _benchmark()
+    bench.CEILING_CHARS = 300_000  # a short ceiling measurement keeps the test fast
     out = tmp_path / "r.json"
     rc = bench.main(["--only", "stage1_denoise", "--batches", "2", "--warmup", "1",
                      "--batch-size", "4", "--json", str(out)])  # fmt: skip
     assert rc == 0
     (r,) = json.loads(out.read_text())["results"]
+    # Both sides are rounded (ratio to 4 decimals, ceiling to whole tokens/s).
     assert r["ratio_to_tokenizer"] == pytest.approx(
-        r["tokens_per_s"] / r["tokenizer_tokens_per_s"], abs=1e-4
+        r["tokens_per_s"] / r["tokenizer_tokens_per_s"], rel=1e-4
     )
     assert r["tokens_per_s_per_core"] == round(r["tokens_per_s"] / r["cores"])
     assert r["first_batch_s"] > 0 and len(r["loadavg"]) == 2
