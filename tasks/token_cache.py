@@ -37,7 +37,7 @@ from tokenizers import pre_tokenizers
 
 from tasks.corpus_cache import SPLITS, CorpusSpec, cache_root, corpus_files, prepare_corpus
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: prefix cuts never split an added token
 ENCODE_BATCH = 1024  # texts per `encode_batch` call: enough work for every core, bounded memory
 _digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
@@ -109,6 +109,35 @@ def _cuts_exactly(tokenizer) -> bool:
     return pre.use_regex and not any("\n" in t.content for t in added)
 
 
+def _splits_added_token(text: str, cut: int, added: tuple[str, ...]) -> bool:
+    """Whether an occurrence of an added token (`[ENC]`, `<extra_id_0>`, ...) spans `cut`.
+
+    Added tokens are matched in the text before pre-tokenization, so a cut inside one (e.g.
+    between `C` and `]` of `[ENC]`) would tokenize the prefix's end differently.
+    """
+    for token in added:
+        n = len(token)
+        start = text.find(token, max(0, cut - n + 1), cut + n - 1)
+        while 0 <= start < cut:
+            if start + n > cut:
+                return True
+            start = text.find(token, start + 1, cut + n - 1)
+    return False
+
+
+def prefix_cut(text: str, limit: int, added: tuple[str, ...], tries: int = 16) -> int:
+    """End of the longest prefix within `limit` characters whose ids start the whole text's.
+
+    The last `_CUT` before `limit` that no added token spans (among the last `tries`); 0 when
+    there is none (the text is then tokenized whole).
+    """
+    cuts = [m.end() for m in _CUT.finditer(text, 0, limit)]
+    for cut in reversed(cuts[-tries:]):
+        if not _splits_added_token(text, cut, added):
+            return cut
+    return 0
+
+
 def encode_files(
     vocabulary, texts: list[str], min_tokens: int | None, max_tokens: int | None
 ) -> list[np.ndarray | None]:
@@ -116,18 +145,20 @@ def encode_files(
 
     The ids and the kept set equal plain tokenization followed by the filter (and the tf.data
     path, `chunking.tokenize_and_filter`). A text longer than `4 * max_tokens` characters is
-    first tokenized up to its last `_CUT` before that length: those ids are exactly the first
-    ids of the whole text, so `max_tokens` of them prove the file too long without a full
-    tokenization (code averages about 3.3 characters per token, so nearly every long file is
-    settled by its prefix; one without a cut point is tokenized whole).
+    first tokenized up to its `prefix_cut`: those ids are exactly the first ids of the whole
+    text, so `max_tokens` of them prove the file too long without a full tokenization (code
+    averages about 3.3 characters per token, so nearly every long file is settled by its
+    prefix; one without a cut point is tokenized whole).
     """
     out: list[np.ndarray | None] = [None] * len(texts)
     todo = list(range(len(texts)))
-    if max_tokens is not None and _cuts_exactly(vocabulary.tokenizer):
+    tokenizer = vocabulary.tokenizer
+    if max_tokens is not None and _cuts_exactly(tokenizer):
+        added = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
         limit, prefixes = 4 * max_tokens, {}
         for i in todo:
             if len(texts[i]) > limit:
-                cut = max((m.end() for m in _CUT.finditer(texts[i], 0, limit)), default=0)
+                cut = prefix_cut(texts[i], limit, added)
                 if cut:
                     prefixes[i] = texts[i][:cut]
         if prefixes:

@@ -52,6 +52,8 @@ ADVERSARIAL = [
     "\n".join(f"    return f{i}(x) + y{i}" for i in range(80)),  # indented lines only
     "def f():\n" + "    pass\n" * 200,
     "a" * 2000,  # no cut point at all
+    "x = [ENC]\n" * 300,  # added tokens with cut points inside them (`C]`)
+    "y<extra_id_0>(z)" * 150,
 ] + ["y = f(x)\n" * k for k in (1, 3, 9, 27, 81)]  # lengths around every threshold below
 
 
@@ -77,6 +79,22 @@ def test_prefix_cuts_are_pre_token_boundaries(codet5_vocab, stdlib_samples):
         for m in list(token_cache._CUT.finditer(text))[:200]:
             head = [p for p, _ in pre.pre_tokenize_str(text[: m.end()])]
             assert whole[: len(head)] == head, repr(text[max(0, m.end() - 20) : m.end() + 5])
+
+
+def test_chosen_prefix_ids_start_the_whole_texts_ids(codet5_vocab, stdlib_samples):
+    added = tuple(t.content for t in codet5_vocab.tokenizer.get_added_tokens_decoder().values())
+    checked = 0
+    for text in stdlib_samples + ADVERSARIAL:
+        whole = codet5_vocab.encode(text)
+        for limit in (40, 148, 480, 1600, 8000):
+            cut = token_cache.prefix_cut(text, limit, added)
+            if cut:
+                head = codet5_vocab.encode(text[:cut])
+                assert head == whole[: len(head)], repr(text[max(0, cut - 20) : cut + 5])
+                checked += 1
+    assert checked > 50
+    # Inside `[ENC]` is a `_CUT` (letter, bracket) but never a chosen cut.
+    assert token_cache.prefix_cut("[ENC]" * 40, 100, added) == 0
 
 
 def test_stage1_examples_equal_the_tf_data_path():
