@@ -4,7 +4,10 @@ CodeT5+ §3.1 / §4.1: files of 50-2,000 tokens are kept; "we concatenate differ
 into sequences and truncate them into chunks of fixed length". Files are joined with `</s>` so
 a chunk that spans two files shows the boundary. Tokenization and filtering are deterministic, so
 they sit before seqio's `CacheDatasetPlaceholder` and can be cached offline; chunking depends on
-the requested lengths and runs after it.
+the requested lengths and runs after it. The registered tasks read the corpus tokenized once
+(`tasks.token_cache`, `select_tokenized`); `tokenize_and_filter` does the same inside tf.data on
+every epoch (`register_corpus(..., pretokenize=False)`) and is the reference the cache is tested
+against.
 """
 
 import numpy as np
@@ -49,7 +52,10 @@ def concat_and_chunk(
 ) -> tf.data.Dataset:
     """Concatenates token streams (joined by `separator_id`) into `{"tokens": [chunk_length]}`.
 
-    The final partial chunk is dropped, so every chunk has exactly `chunk_length` tokens.
+    The final partial chunk is dropped, so every chunk has exactly `chunk_length` tokens. A
+    `scan` carries the tokens not yet in a chunk from file to file and cuts whole chunks per
+    file: the same chunks as unbatching to single tokens and re-batching, at a fraction of the
+    cost (one tf.data element per file and per chunk instead of per token).
     """
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
@@ -60,9 +66,24 @@ def concat_and_chunk(
             tokens = tf.concat([tokens, [separator_id]], axis=0)
         return tokens
 
-    flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-    chunks = flat.batch(chunk_length, drop_remainder=True)
+    def cut(carry, tokens):
+        stream = tf.concat([carry, tokens], axis=0)
+        n = tf.size(stream) // chunk_length * chunk_length
+        return stream[n:], tf.reshape(stream[:n], [-1, chunk_length])
+
+    flat = ds.map(with_separator, num_parallel_calls=tf.data.AUTOTUNE)
+    dtype = ds.element_spec["tokens"].dtype
+    chunks = flat.scan(tf.zeros([0], dtype), cut).unbatch()
     return chunks.map(lambda t: {"tokens": t}, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def select_tokenized(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """`TokenizedCorpusSource` records -> `{"tokens": int32 [n]}` of the files the filter kept."""
+    kept = ds.filter(lambda ex: tf.equal(ex["kept"], 1))
+    return kept.map(
+        lambda ex: {"tokens": tf.io.decode_raw(ex["tokens"], tf.int32, little_endian=True)},
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
 
 
 def tokenize_and_filter(

@@ -1,8 +1,14 @@
-"""seqio data source over a prepared (cached TFRecord) corpus, prepared lazily on first read."""
+"""seqio data sources over a prepared (cached TFRecord) corpus, prepared lazily on first read.
+
+* `PreparedCorpusSource`: the text records (`code` or `pairs` stream).
+* `TokenizedCorpusSource`: the `code` stream tokenized once (`tasks.token_cache`), record for
+  record, so sharding and shuffling are those of the text source.
+"""
 
 import seqio
 import tensorflow as tf
 
+from tasks import token_cache
 from tasks.corpus_cache import SPLITS, CorpusSpec, corpus_files
 
 _FIELDS = {"code": ("code", "language", "path"), "pairs": ("code", "docstring", "language", "path")}
@@ -60,3 +66,40 @@ class PreparedCorpusSource(seqio.TFExampleDataSource):
         if by_record:
             ds = ds.shard(shard_info.num_shards, shard_info.index)
         return ds
+
+
+class TokenizedCorpusSource(PreparedCorpusSource):
+    """The `code` stream of `spec` as token ids: `{"tokens": bytes, "kept": int64}` records.
+
+    `tokens` holds little-endian int32 ids (empty when the size filter drops the file) and
+    `kept` is 1 for files of `[min_tokens, max_tokens]` tokens; `chunking.select_tokenized`
+    turns them into `{"tokens": int32 [n]}` of the kept files. Every corpus record is present, in
+    the text source's shards and order, so `seqio.ShardInfo` splits exactly as before.
+
+    Args:
+      spec: The corpus.
+      vocabulary: A vocabulary over HF `tokenizers` (`BPEVocabulary`).
+      min_tokens: Size filter, lower bound (None = none).
+      max_tokens: Upper bound (None = none).
+    """
+
+    def __init__(
+        self, spec: CorpusSpec, vocabulary, min_tokens: int | None, max_tokens: int | None
+    ):
+        self.spec, self.stream = spec, "code"
+        self.vocabulary, self.min_tokens, self.max_tokens = vocabulary, min_tokens, max_tokens
+        seqio.TFExampleDataSource.__init__(
+            self,
+            split_to_filepattern={s: f"{spec.name}:tokenized:{s}" for s in SPLITS},
+            feature_description={
+                "tokens": tf.io.FixedLenFeature([], tf.string),
+                "kept": tf.io.FixedLenFeature([], tf.int64),
+            },
+        )
+
+    def list_shards(self, split: str) -> list[str]:
+        if split not in SPLITS:
+            raise ValueError(f"corpus {self.spec.name!r} has splits {SPLITS}, not {split!r}")
+        return token_cache.tokenized_files(
+            self.spec, self.vocabulary, split, self.min_tokens, self.max_tokens
+        )

@@ -78,6 +78,7 @@ def register_corpus(
     max_file_tokens: int | None = 2000,
     stage1_lengths: dict | None = None,
     stage2_lengths: dict | None = None,
+    pretokenize: bool = True,
     overwrite: bool = False,
 ) -> dict[str, str]:
     """Registers all stage-1, stage-2 and downstream tasks and mixtures over one corpus.
@@ -98,6 +99,8 @@ def register_corpus(
       max_file_tokens: Upper bound (paper: 2,000).
       stage1_lengths: Override `stage1.DEFAULT_LENGTHS` (per objective inputs/targets).
       stage2_lengths: Override `stage2.DEFAULT_LENGTHS` (text_tokens / code_tokens).
+      pretokenize: Stage 1 reads the code tokenized once and cached (`tasks.token_cache`);
+        False tokenizes inside tf.data on every epoch (same examples, slower).
       overwrite: Replace tasks already registered under these names with another spec.
 
     Returns:
@@ -114,7 +117,7 @@ def register_corpus(
     if vocabulary is None or isinstance(vocabulary, str):
         vocabulary = CodeT5Vocabulary(vocabulary)
     key = (spec, vocabulary, min_file_tokens, max_file_tokens, repr(stage1_lengths),
-           repr(stage2_lengths))  # fmt: skip
+           repr(stage2_lengths), pretokenize)  # fmt: skip
     names = corpus_names(name)
     if _REGISTERED.get(name) == key:
         return names
@@ -125,7 +128,12 @@ def register_corpus(
             seqio.TaskRegistry.remove(n)
             seqio.MixtureRegistry.remove(n)
     s1 = stage1.register_stage1_tasks(
-        spec, vocabulary, stage1_lengths or stage1.DEFAULT_LENGTHS, min_file_tokens, max_file_tokens
+        spec,
+        vocabulary,
+        stage1_lengths or stage1.DEFAULT_LENGTHS,
+        min_file_tokens,
+        max_file_tokens,
+        pretokenize=pretokenize,
     )
     seqio.MixtureRegistry.add(names["stage1_denoise"], [(s1["span_denoise"], 1.0)])
     seqio.MixtureRegistry.add(names["stage1"], [(t, 1.0) for t in s1.values()])
