@@ -9,13 +9,13 @@ business (through the family registry).
 """
 
 import json
-import pathlib
-import shutil
 
 import numpy as np
 import safetensors
 import safetensors.numpy
+from etils import epath
 
+from codet5p_jax import storage
 from codet5p_jax.atomic_files import atomic_directory
 from codet5p_jax.convert.mapping import ConversionError
 from codet5p_jax.convert.torch_pickle import load_torch_state_dict
@@ -41,7 +41,7 @@ TOKENIZER_FILES = (
 
 def is_hf_dir(path) -> bool:
     """Whether `path` is a directory with an HF `config.json`."""
-    return (pathlib.Path(path) / CONFIG_FILE).is_file()
+    return (epath.Path(path) / CONFIG_FILE).is_file()
 
 
 def read_hf_config(path) -> dict:
@@ -50,7 +50,7 @@ def read_hf_config(path) -> dict:
     Raises:
       ConversionError: If the file is missing or is not a JSON object.
     """
-    file = pathlib.Path(path) / CONFIG_FILE
+    file = epath.Path(path) / CONFIG_FILE
     try:
         hf = json.loads(file.read_text())
     except FileNotFoundError as e:
@@ -62,18 +62,21 @@ def read_hf_config(path) -> dict:
     return hf
 
 
-def _read_weight_file(file: pathlib.Path) -> dict[str, np.ndarray]:
+def _read_weight_file(file: epath.Path) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise ConversionError(f"{file}: no such file")
     if file.suffix == ".bin":
-        return load_torch_state_dict(file)
+        with storage.local_copy(file) as local:  # a zip archive: read from a local copy
+            return load_torch_state_dict(local)
     try:
+        if storage.is_remote(file):
+            return safetensors.numpy.load(file.read_bytes())
         return safetensors.numpy.load_file(file)
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise ConversionError(f"{file}: corrupt or unreadable safetensors file: {e}") from e
 
 
-def _read_sharded(index_file: pathlib.Path) -> dict[str, np.ndarray]:
+def _read_sharded(index_file: epath.Path) -> dict[str, np.ndarray]:
     """Reads every shard an index names and checks each holds exactly its listed keys."""
     try:
         weight_map = json.loads(index_file.read_text())["weight_map"]
@@ -101,7 +104,7 @@ def read_hf_state(path) -> dict[str, np.ndarray]:
     Raises:
       ConversionError: If no weight file is present, or one is corrupt or inconsistent.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     for name in WEIGHT_FILES:
         file = path / name
         if file.is_file():
@@ -113,8 +116,8 @@ def copy_tokenizer_files(src, dst) -> list[str]:
     """Copies the tokenizer files (`TOKENIZER_FILES`) present in `src` to `dst`; returns names."""
     copied = []
     for name in TOKENIZER_FILES:
-        if (pathlib.Path(src) / name).is_file():
-            shutil.copyfile(pathlib.Path(src) / name, pathlib.Path(dst) / name)
+        if (epath.Path(src) / name).is_file():
+            (epath.Path(src) / name).copy(epath.Path(dst) / name, overwrite=True)
             copied.append(name)
     return copied
 

@@ -16,7 +16,6 @@ import functools
 import logging
 import numbers
 import os
-import pathlib
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -25,10 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import atomic_files, checkpointing, families, partitioning
+from codet5p_jax import atomic_files, checkpointing, families, partitioning, storage
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, initial_checkpoint, optimizers
@@ -84,14 +84,24 @@ def check_run_parameters(task_feature_lengths, **named) -> None:
             )
 
 
-def check_model_dir(model_dir) -> pathlib.Path:
+def check_model_dir(model_dir) -> epath.Path:
     """MODEL_DIR as a path, if it is (or can be created as) a writable directory.
 
-    Nothing is created here; the run creates it once the whole configuration was accepted.
+    Nothing is created here; the run creates it once the whole configuration was accepted. A
+    `gs://` MODEL_DIR is checked by asking its bucket (exists, answers, credentials work).
     """
-    if not isinstance(model_dir, str | pathlib.Path) or not str(model_dir):
+    if not isinstance(model_dir, str | os.PathLike) or not str(model_dir):
         raise RunConfigError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
-    path = pathlib.Path(model_dir)
+    if storage.is_remote(model_dir):
+        try:
+            storage.check_reachable(model_dir, "MODEL_DIR")
+        except storage.StorageError as e:
+            raise RunConfigError(str(e)) from None
+        path = epath.Path(model_dir)
+        if path.is_file():
+            raise RunConfigError(f"MODEL_DIR {path} exists and is not a directory")
+        return path
+    path = epath.Path(model_dir)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
