@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from codet5p_jax import families
+from codet5p_jax import families, storage
 from codet5p_jax.convert.orbax_errors import error_summary, quiet_closed_event_loop
 
 FORMAT = "codet5p_jax/1"
@@ -45,11 +45,21 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, or does not fit the model being trained."""
 
 
+# On object stores (no atomic rename) orbax writes a step in place and marks it finished with
+# this file last; locally a finished step is one that was renamed from its temporary name.
+COMMIT_MARKER = "commit_success.txt"
+
+
 def _finished_steps(ckpt_dir: epath.Path) -> list[int]:
     """Step numbers of complete checkpoints (orbax temporaries have non-numeric names)."""
     if not ckpt_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    remote = storage.is_remote(ckpt_dir)
+    return sorted(
+        int(p.name)
+        for p in ckpt_dir.iterdir()
+        if p.name.isdigit() and p.is_dir() and (not remote or (p / COMMIT_MARKER).exists())
+    )
 
 
 def resolve_step_dir(path: str | epath.Path) -> epath.Path:

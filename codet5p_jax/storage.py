@@ -52,7 +52,9 @@ def bucket_of(p: PathLike) -> str:
 
 
 def _probe_bucket(bucket: str) -> bool:
-    return epath.Path(bucket).is_dir()  # TF: a bucket metadata GET (404 = no such bucket)
+    # TF's `exists` on a bucket is a bucket metadata GET: False on 404, and it raises on
+    # network / credential errors (`is_dir` would answer False for those too).
+    return epath.Path(bucket).exists()
 
 
 def check_reachable(p: PathLike, what: str) -> None:
@@ -81,7 +83,8 @@ def check_reachable(p: PathLike, what: str) -> None:
     except Exception as e:  # TF raises its own OpError types (PermissionDenied, Unavailable...)
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(
-            f"{what} {p}: cannot access bucket {bucket} (credentials or permissions?): {reason}"
+            f"{what} {p}: cannot access bucket {bucket} (no credentials or permission, or the "
+            f"endpoint is unreachable): {reason}"
         ) from None
     if not exists:
         raise StorageError(f"{what} {p}: bucket {bucket} does not exist (typo in the name?)")

@@ -10,6 +10,7 @@ JavaScript, Go, PHP, C, C++ and C#, recognised by file extension.
 """
 
 import ast
+import contextlib
 import json
 import os
 import textwrap
@@ -102,11 +103,12 @@ def iter_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[tuple[int, 
     Lines are decoded one by one, so a line with invalid UTF-8 is skipped (`undecodable`)
     without losing the rest of the file.
     """
+    stack = contextlib.ExitStack()  # epath's gs:// open() is a context manager, not a file
     try:
-        f = epath.Path(path).open("rb")  # noqa: SIM115 (held by the generator)
-    except (OSError, FileNotFoundError) as e:
+        f = stack.enter_context(epath.Path(path).open("rb"))
+    except OSError as e:
         raise FileNotFoundError(f"cannot open JSONL corpus {path}: {e}") from e
-    with f:
+    with stack:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")

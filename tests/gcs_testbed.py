@@ -20,6 +20,7 @@ and serves until killed. `client_env(info)` gives the variables that point every
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import http.server
@@ -39,6 +40,7 @@ def client_env(info: dict) -> dict[str, str]:
     testbed described by `info` (the contents of testbed.json)."""
     return {
         "TENSORSTORE_GCS_HTTP_URL": info["emulator"],
+        "TENSORSTORE_GCS_REQUEST_CONCURRENCY": "8",  # the emulator serves one at a time
         "GOOGLE_AUTH_TOKEN_FOR_TESTING": TOKEN,
         "NO_GCE_CHECK": "true",
         "HTTPS_PROXY": info["proxy"],
@@ -92,9 +94,7 @@ def _write_certificates(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.
     paths[0].write_bytes(ca.public_bytes(pem))
     paths[1].write_bytes(leaf.public_bytes(pem))
     paths[2].write_bytes(
-        leaf_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return paths
 
@@ -118,6 +118,14 @@ def _forwarding_handler(emulator: tuple[str, int]):
 
         def _forward(self):
             body = self._body()
+            if not self.headers.get("Authorization", "").removeprefix("Bearer").strip():
+                # As GCS answers for a private bucket: the no-credentials case is testable.
+                self.send_response(401, "Unauthorized")
+                data = b'{"error": {"code": 401, "message": "Anonymous caller"}}'
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             skip = {"host", "connection", "transfer-encoding", "content-length", "expect"}
             headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
             headers["Host"] = f"{emulator[0]}:{emulator[1]}"
@@ -173,6 +181,10 @@ class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
 
+class _DeepBacklogServer(http.server.HTTPServer):
+    request_queue_size = 1024
+
+
 def _accept_empty_media_uploads(server_module) -> None:
     """The emulator reads an empty body as "no data" and fails `uploadType=media` uploads of
     empty objects, which is how TF's `makedirs` creates its `dir/` placeholder objects."""
@@ -185,12 +197,37 @@ def _accept_empty_media_uploads(server_module) -> None:
     server_module._read_data = read_data
 
 
+def _report_generations(server_module) -> None:
+    """Media downloads carry `x-goog-generation`, as real GCS's do: TensorStore takes the
+    generation from that header and sends it back as `ifGenerationMatch` on the next write
+    (OCDBT manifests); without it the write fails with "Malformed StorageGeneration"."""
+    objects = server_module.objects
+    download = objects.download
+
+    def with_generation(request, response, storage, *args, **kwargs):
+        with contextlib.suppress(Exception):  # a missing object is download's 404 to give
+            obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+            response["x-goog-generation"] = str(obj["generation"])
+            response["x-goog-metageneration"] = str(obj.get("metageneration", 1))
+        return download(request, response, storage, *args, **kwargs)
+
+    objects.download = with_generation  # `objects.get` (alt=media) looks it up here
+    for _, handlers in server_module.HANDLERS:
+        for method, handler in list(handlers.items()):
+            if handler is download:
+                handlers[method] = with_generation
+
+
 def serve(directory: pathlib.Path) -> None:
     """Starts the emulator and the proxy, writes testbed.json into `directory`, and serves."""
     from gcp_storage_emulator import server as emulator_server
     from gcp_storage_emulator.server import create_server
 
     _accept_empty_media_uploads(emulator_server)
+    _report_generations(emulator_server)
+    # The emulator serves one request at a time from a listen backlog of 5; orbax's TensorStore
+    # opens dozens of connections at once, and refused ones fail the checkpoint write.
+    emulator_server.server.HTTPServer = _DeepBacklogServer
 
     emulator = create_server("127.0.0.1", 0, in_memory=True)
     emulator.start()
@@ -216,3 +253,56 @@ def serve(directory: pathlib.Path) -> None:
 
 if __name__ == "__main__":
     serve(pathlib.Path(sys.argv[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# A client independent of the project (plain JSON API over HTTP), for setting up and checking
+# ---------------------------------------------------------------------------------------------
+def _call(info: dict, method: str, url: str, body: bytes | None = None, ctype: str = ""):
+    import urllib.request
+
+    headers = {"Content-Type": ctype} if ctype else {}
+    request = urllib.request.Request(info["emulator"] + url, body, headers, method=method)
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return reply.read()
+
+
+def create_bucket(info: dict, name: str) -> None:
+    """Creates bucket `name` on the emulator."""
+    body = json.dumps({"name": name}).encode()
+    _call(info, "POST", "/storage/v1/b?project=test", body, "application/json")
+
+
+def upload(info: dict, bucket: str, name: str, data: bytes) -> None:
+    """Writes object `name` of `bucket`."""
+    from urllib.parse import quote
+
+    url = f"/upload/storage/v1/b/{bucket}/o?uploadType=media&name={quote(name, safe='')}"
+    _call(info, "POST", url, data, "application/octet-stream")
+
+
+def upload_tree(info: dict, local: pathlib.Path, bucket: str, prefix: str) -> None:
+    """Uploads the files under `local` to `bucket` as `prefix/<relative path>`."""
+    for file in sorted(p for p in local.rglob("*") if p.is_file()):
+        upload(info, bucket, f"{prefix}/{file.relative_to(local).as_posix()}", file.read_bytes())
+
+
+def list_objects(info: dict, bucket: str, prefix: str = "") -> list[str]:
+    """Names of the objects of `bucket` under `prefix`."""
+    from urllib.parse import quote
+
+    names, token = [], ""
+    while True:
+        url = f"/storage/v1/b/{bucket}/o?prefix={quote(prefix, safe='')}&pageToken={token}"
+        page = json.loads(_call(info, "GET", url))
+        names += [item["name"] for item in page.get("items", [])]
+        token = page.get("nextPageToken")
+        if not token:
+            return names
+
+
+def download(info: dict, bucket: str, name: str) -> bytes:
+    """The contents of object `name` of `bucket`."""
+    from urllib.parse import quote
+
+    return _call(info, "GET", f"/download/storage/v1/b/{bucket}/o/{quote(name, safe='')}?alt=media")

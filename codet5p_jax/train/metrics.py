@@ -15,6 +15,7 @@ Averaging: a metric `stat/<group>` (e.g. `loss/span_denoising`) is weighted by
 window; every other metric is a plain mean over steps.
 """
 
+import contextlib
 import json
 import logging
 import math
@@ -64,7 +65,8 @@ class JsonlWriter(metric_writers.MetricWriter):
             _truncate_after(self.path, keep_through)
         # On gs:// (tf.io.gfile) "a" re-uploads the whole object at each flush: GCS objects
         # cannot be appended to, and an upload is atomic, so the file is never half a row.
-        self._file = self.path.open("a")
+        self._files = contextlib.ExitStack()  # epath's gs:// open() is a context manager
+        self._file = self._files.enter_context(self.path.open("a"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -96,7 +98,7 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.flush()
 
     def close(self):
-        self._file.close()
+        self._files.close()
 
 
 def _truncate_after(path: epath.Path, step: int) -> None:
