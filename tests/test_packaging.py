@@ -1,4 +1,4 @@
-"""`pyproject.toml` declares what `requirements.txt` pins, and an sdist installs into a bare venv."""
+"""`pyproject.toml` declares what `requirements.txt` pins; an sdist installs into a bare venv."""
 
 import pathlib
 import re
@@ -54,8 +54,7 @@ def test_sdist_installs_every_runtime_dependency_into_a_fresh_venv(tmp_path):
     """Minutes: pip fetches TensorFlow & co. (from its cache when it has them)."""
     dist = tmp_path / "dist"
     build = (
-        "import sys; from setuptools import build_meta as b; "
-        f"print(b.build_sdist({str(dist)!r}))"
+        f"import sys; from setuptools import build_meta as b; print(b.build_sdist({str(dist)!r}))"
     )
     made = subprocess.run([sys.executable, "-c", build], cwd=REPO, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr[-3000:]
