@@ -192,13 +192,20 @@ class MetricsLogger:
         self._last_step = start_step
         self.history: list[dict[str, float]] = []
 
-    def log(self, step: int, step_metrics: Sequence[tuple[int, Mapping[str, jax.Array]]]) -> dict:
+    def log(
+        self,
+        step: int,
+        step_metrics: Sequence[tuple[int, Mapping[str, jax.Array]]],
+        extra: Mapping[str, float] | None = None,
+    ) -> dict:
         """Fetches, NaN-checks, averages and writes the metrics of steps up to `step`.
 
         Args:
           step: The number of completed steps (the x value written).
           step_metrics: `(step_index, metrics)` for each step since the last call; step_index is
             the 1-based step that produced them.
+          extra: Scalars written as they are (the trainer's `time/*_s`: step, data-wait and
+            checkpoint seconds per step).
 
         Returns:
           The averaged scalars written.
@@ -222,6 +229,7 @@ class MetricsLogger:
         if self.flops_per_step and self.peak:
             scalars["mfu"] = steps * self.flops_per_step / seconds / self.peak
         self._last_time, self._last_step = now, step
+        scalars.update(extra or {})
         self.writer.write_scalars(step, scalars)
         self.history.append({"step": step, **scalars})
         self._print(step, scalars, steps)
