@@ -13,10 +13,10 @@ state. The output is written to a temporary file and renamed, so a failed run le
 
 import argparse
 import json
-import pathlib
 import sys
 
 import numpy as np
+from etils import epath
 
 from codet5p_jax import atomic_files
 from codet5p_jax.evaluation import retrieval
@@ -33,7 +33,7 @@ def read_items(path, field: str | None = None) -> list[str]:
       FileNotFoundError: `path` does not exist.
       ValueError: Empty items, a JSONL record without `field`, or an empty file.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}")
     items = []
@@ -60,7 +60,7 @@ def read_items(path, field: str | None = None) -> list[str]:
 
 def write_vectors(path, vectors: np.ndarray) -> None:
     """Writes `vectors` to `.npy` or `.safetensors` (key `embeddings`) via temp file + rename."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if path.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"Output must end in .npy or .safetensors, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,11 +16,11 @@ records (the bundled stdlib pairs), GenBench `{"input": "doc [SEP] code"}` lines
 
 import dataclasses
 import json
-import pathlib
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from etils import epath
 
 from codet5p_jax.config import STAGE2_ADDED_TOKENS
 
@@ -80,7 +80,7 @@ def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> li
     """
     if on_empty not in ("error", "skip"):
         raise ValueError(f"on_empty must be 'error' or 'skip', got {on_empty!r}")
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Retrieval data file not found: {path}")
     raw = path.read_text(encoding="utf-8")
@@ -136,7 +136,7 @@ def load_corpus_pairs(name: str = "stdlib", split: str = "validation", **spec) -
 
 def load_eval_pairs(data: str, *, on_empty: str = "error", limit: int | None = None) -> list[Pair]:
     """Pairs from `corpus:split` (e.g. `stdlib:validation`) or a JSON/JSONL file path."""
-    if ":" in data and not pathlib.Path(data).exists():
+    if ":" in data and not epath.Path(data).exists():
         name, split = data.split(":", 1)
         return load_corpus_pairs(name, split)[:limit]
     return load_pairs(data, on_empty=on_empty, limit=limit)

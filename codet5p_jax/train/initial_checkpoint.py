@@ -16,10 +16,10 @@ and any shape difference is an error.
 
 import dataclasses
 import logging
-import pathlib
 
 import jax
 import numpy as np
+from etils import epath
 
 from codet5p_jax import checkpointing, families, loading
 
@@ -34,7 +34,7 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(str(k.key) for k in path): v for path, v in flat}
 
 
-def _load_host_params(path: pathlib.Path, cfg):
+def _load_host_params(path: epath.Path, cfg):
     """Host params of an HF or convert-orbax directory, or None for a training-run layout.
 
     Read through the one loader; the trainer's run layout is restored straight into shards by
@@ -64,7 +64,7 @@ def _load_host_params(path: pathlib.Path, cfg):
 
 
 def load_initial_params(
-    path: str | pathlib.Path,
+    path: str | epath.Path,
     fresh_params,
     shardings,
     cfg,
@@ -88,7 +88,7 @@ def load_initial_params(
         (non-head) missing params, or an unreadable checkpoint.
       FileNotFoundError: when `path` holds no checkpoint.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)  # gs:// too
     if not path.exists():
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist.")
     abstract = jax.tree.map(
