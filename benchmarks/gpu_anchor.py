@@ -1,6 +1,7 @@
 """Our JAX twin of ../shared/bench/hf_torch_anchor.py: same shapes, FLOP formula and JSON keys.
 
-Each JSON line this prints lines up with the anchor's line of the same `bench` and `model`:
+The measurements behind `benchmarks/bench.py train|generate` (the command line). Each JSON line
+lines up with the anchor's line of the same `bench` and `model`:
 
   train: one jitted `train.step.train_step` (Seq2SeqObjective, `make_optimizer` AdamW,
     lr 1e-4, weight decay 0.01, no clipping - torch's AdamW defaults), float32 params, bfloat16
@@ -11,16 +12,15 @@ Each JSON line this prints lines up with the anchor's line of the same `bench` a
 
 Compile time is reported separately (`compile_s`) and excluded; warm-up steps are excluded.
 `peak_mem_gib` is the process-wide peak of the JAX allocator so far (JAX cannot reset it), so
-run the smaller model first, as the default order does.
+run one model per process (`gpu_session.sh` does).
 
-    python benchmarks/gpu_anchor.py                                  # GPU: 220m and 770m
-    python benchmarks/gpu_anchor.py --models tiny --batch 2 --src 32 --tgt 16 \
-        --new-tokens 8 --gen-batch 2 --steps 2 --warmup 1            # CPU smoke run
+Extra keys beside the anchor's: `compile_s`, the fast paths measured (`attention`,
+`loss_chunk_tokens`, `remat`, `scan`) and `est_mem_gib`, the analytic memory estimate that
+`check_fits` compares with the device's memory before anything is built.
 """
 
-import argparse
 import functools
-import json
+import math
 import time
 
 import flax.linen as nn
@@ -79,23 +79,97 @@ def peak_mem_gib() -> float | None:
     return None if peak is None else round(peak / 2**30, 2)
 
 
+def train_memory_gib(
+    cfg: T5Config,
+    batch: int,
+    src: int,
+    tgt: int,
+    *,
+    fused_attention: bool,
+    loss_chunk_tokens: int | None,
+    remat: str = "none",
+) -> float:
+    """Analytic peak memory of one training step (float32 params + AdamW, bf16 activations).
+
+    Deliberately simple and on the high side: the activations each block keeps for the
+    backward pass (its input, norms, q/k/v, attention output, both MLP tensors; plus float32
+    scores and bf16 probabilities per head unless attention is fused), the float32 logits
+    (three `[B, T, V]` tensors: logits, soft labels, their gradient) unless chunked, and 16
+    bytes per parameter (params, grads, two Adam moments). With `remat` other than "none"
+    only each block's input is kept. Calibration: codet5p-220m, batch 32, 512/256, plain
+    attention, whole logits: 26.5 GiB estimated, 23.0 GiB measured on an H200.
+    """
+    d, f, n = cfg.emb_dim, cfg.mlp_dim, cfg.num_heads
+    inner, act = n * cfg.head_dim, jnp.dtype(cfg.dtype).itemsize
+    scores = 0 if fused_attention else 6  # float32 scores + bf16 probabilities, per key
+    if remat != "none":
+        enc_tok = dec_tok = d * act
+    else:
+        enc_tok = (6 * d + 4 * inner + 2 * f) * act + n * src * scores
+        dec_tok = (9 * d + 7 * inner + 2 * f) * act + n * (tgt + src) * scores
+    acts = cfg.num_encoder_layers * batch * src * enc_tok
+    acts += cfg.num_decoder_layers * batch * tgt * dec_tok
+    rows = batch * tgt if loss_chunk_tokens is None else min(loss_chunk_tokens, batch * tgt)
+    logits = 3 * rows * cfg.vocab_size * 4
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(cfg)))
+    return (acts + logits + 16 * params) / 2**30
+
+
+def generate_memory_gib(cfg: T5Config, batch: int, src: int, new_tokens: int) -> float:
+    """Analytic peak memory of greedy decoding: bf16 params, caches, encoder activations."""
+    inner, act = cfg.num_heads * cfg.head_dim, 2
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(param_shapes(cfg)))
+    caches = 2 * cfg.num_decoder_layers * batch * (src + new_tokens) * inner * act
+    encoder = batch * src * (4 * cfg.emb_dim + cfg.mlp_dim + cfg.num_heads * src * 3) * 4
+    logits = 2 * batch * cfg.vocab_size * 4
+    return (2 * params + caches + encoder + logits) / 2**30
+
+
 @functools.cache
-def host_params(name: str, seed: int = 0):
+def param_shapes(cfg: T5Config):
+    """Shapes of the params of `cfg` (no memory allocated)."""
+    model = build_model(cfg)
+    return jax.eval_shape(lambda k: model.init(k, *init_args(cfg))["params"], jax.random.key(0))
+
+
+def device_memory_gib() -> float | None:
+    """Memory the JAX allocator may use on the default device (None when it does not say)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    return None if limit is None else limit / 2**30
+
+
+class DoesNotFit(Exception):
+    """A measurement whose memory estimate exceeds the device's memory."""
+
+
+def check_fits(what: str, estimate_gib: float, limit_gib: float | None) -> None:
+    """Raises `DoesNotFit` naming the estimate and the limit when the estimate is larger."""
+    if limit_gib is not None and estimate_gib > limit_gib:
+        raise DoesNotFit(
+            f"{what} needs about {estimate_gib:.1f} GiB (analytic estimate), more than the "
+            f"{limit_gib:.1f} GiB the device allows; use a smaller batch or lengths, or "
+            "remat / loss chunking"
+        )
+
+
+@functools.cache
+def host_params(name: str, seed: int = 0, scan: bool = False):
     """Unboxed float32 random params of `name` (the model's own initializers), on the host CPU.
 
     Jitted on the CPU, once per model for both measurements: on an H200 (jax 0.11.2) compiling
     this init for the GPU took over 85 s for codet5p-220m, longer than the train step's compile.
     """
-    cfg = model_config(name).replace(param_dtype="float32")
+    cfg = model_config(name).replace(param_dtype="float32", scan_layers=scan)
     model = build_model(cfg)
     init = jax.jit(lambda key: nn.meta.unbox(model.init(key, *init_args(cfg))["params"]))
     with jax.default_device(jax.devices("cpu")[0]):
         return init(jax.random.key(seed))
 
 
-def device_params(name: str, dtype: str):
+def device_params(name: str, dtype: str, scan: bool = False):
     """A copy of `host_params(name)` in `dtype` on the default device (train donates it)."""
-    cast = jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), host_params(name))
+    cast = jax.tree.map(lambda x: jnp.array(x, dtype=dtype, copy=True), host_params(name, 0, scan))
     return jax.device_put(cast, jax.devices()[0])
 
 
@@ -103,10 +177,40 @@ def random_ids(rng, cfg: T5Config, shape) -> np.ndarray:
     return rng.integers(FIRST_ID, cfg.vocab_size, shape).astype(np.int32)
 
 
-def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
-    cfg = model_config(name).replace(dtype="bfloat16", param_dtype="float32", remat_policy=remat)
-    model, params = build_model(cfg), device_params(name, cfg.param_dtype)
-    objective = Seq2SeqObjective(model)
+def bench_train(
+    name,
+    batch,
+    src,
+    tgt,
+    steps,
+    warmup,
+    *,
+    remat="none",
+    attention="plain",
+    loss_chunk_tokens=None,
+    scan=False,
+    mem_limit_gib=None,
+) -> dict:
+    cfg = model_config(name).replace(
+        dtype="bfloat16",
+        param_dtype="float32",
+        remat_policy=remat,
+        attention_impl=attention,
+        scan_layers=scan,
+    )
+    fused = attention != "plain" and jax.default_backend() == "gpu"
+    est = train_memory_gib(
+        cfg,
+        batch,
+        src,
+        tgt,
+        fused_attention=fused,
+        loss_chunk_tokens=loss_chunk_tokens,
+        remat=remat,
+    )
+    check_fits(f"train {name} batch {batch} src {src} tgt {tgt}", est, mem_limit_gib)
+    model, params = build_model(cfg), device_params(name, cfg.param_dtype, scan)
+    objective = Seq2SeqObjective(model, loss_chunk_tokens=loss_chunk_tokens)
     tx = make_optimizer(
         params, name="adamw", learning_rate=1e-4, weight_decay=0.01, clip_grad_norm=None
     )
@@ -142,7 +246,7 @@ def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
     flops = train_flops_per_step(cfg, batch, src, tgt)
     out = dict(
         bench="train",
-        impl="codet5p-jax" + ("" if remat == "none" else f"-remat-{remat}"),
+        impl="codet5p-jax",
         model=name,
         device=device_name(),
         batch=batch,
@@ -153,6 +257,11 @@ def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
         model_tflops=round(flops / dt / 1e12, 2),
         loss=round(float(metrics["loss"]), 4),
         compile_s=round(compile_s, 1),
+        attention=attention,
+        loss_chunk_tokens=loss_chunk_tokens,
+        remat=remat,
+        scan=scan,
+        est_mem_gib=round(est, 1),
     )
     peak = peak_tflops()
     if peak:
@@ -163,9 +272,15 @@ def bench_train(name, batch, src, tgt, steps, warmup, remat="none") -> dict:
     return out
 
 
-def bench_generate(name, batch, src, new_tokens, repeats) -> dict:
+def bench_generate(
+    name, batch, src, new_tokens, repeats, *, attention="plain", mem_limit_gib=None
+) -> dict:
     # eos_token_id=None: no row stops early, so every call produces exactly `new_tokens`.
-    cfg = model_config(name).replace(dtype="bfloat16", param_dtype="bfloat16", eos_token_id=None)
+    cfg = model_config(name).replace(
+        dtype="bfloat16", param_dtype="bfloat16", eos_token_id=None, attention_impl=attention
+    )
+    est = generate_memory_gib(cfg, batch, src, new_tokens)
+    check_fits(f"generate {name} batch {batch} src {src}", est, mem_limit_gib)
     model, params = build_model(cfg), device_params(name, cfg.param_dtype)
     ids = random_ids(np.random.default_rng(0), cfg, (batch, src))
     mask = np.ones_like(ids)
@@ -194,56 +309,6 @@ def bench_generate(name, batch, src, new_tokens, repeats) -> dict:
         call_s=round(dt, 4),
         new_tokens_per_s=round(batch * produced / dt, 1),
         compile_s=round(compile_s, 1),
+        attention=attention,
+        est_mem_gib=round(est, 1),
     )
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", default="codet5p-220m,codet5p-770m")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--src", type=int, default=512)
-    p.add_argument("--tgt", type=int, default=256)
-    p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--gen-batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=2, help="timed generate calls (anchor: 2)")
-    p.add_argument(
-        "--remat-fallback",
-        default="dots",
-        help="remat_policy to retry a train measurement with when it fails (e.g. out of memory)",
-    )
-    p.add_argument("--skip-generate", action="store_true")
-    return p.parse_args(argv)
-
-
-def measure(bench: str, name: str, fn, *args, **kwargs) -> bool:
-    """Prints `fn`'s JSON line, or an error line (one failure must not lose the other lines)."""
-    try:
-        line = fn(*args, **kwargs)
-    except Exception as e:  # noqa: BLE001 - reported, and the session goes on
-        line = dict(bench=bench, impl="codet5p-jax", model=name, error=f"{type(e).__name__}: {e}")
-        line["error"] = line["error"][:500]
-    print(json.dumps(line), flush=True)
-    return "error" not in line
-
-
-def main(argv=None):
-    a = parse_args(argv)
-    print(json.dumps(dict(jax=jax.__version__, device=device_name())), flush=True)
-    failed = 0
-    for name in a.models.split(","):
-        shapes = (name, a.batch, a.src, a.tgt, a.steps, a.warmup)
-        ok = measure("train", name, bench_train, *shapes)
-        if not ok and a.remat_fallback != "none":
-            ok = measure("train", name, bench_train, *shapes, remat=a.remat_fallback)
-        failed += not ok
-        if not a.skip_generate:
-            gen = (name, a.gen_batch, a.src, a.new_tokens, a.repeats)
-            failed += not measure("generate", name, bench_generate, *gen)
-    if failed:
-        raise SystemExit(f"{failed} measurement(s) failed; see the error lines above")
-
-
-if __name__ == "__main__":
-    main()

@@ -43,6 +43,9 @@ class T5Config:
       param_dtype: Storage dtype of parameters.
       scan_layers: Stack the blocks with `nn.scan` (params get a leading "layers" axis).
       remat_policy: "none", "full", "dots" or "dots_with_no_batch_dims" (per-block remat).
+      attention_impl: "plain" (the reference einsum path), "auto" (cuDNN flash attention on a
+        GPU when the call is supported, else plain), "xla" or "cudnn" (`jax.nn`'s fused
+        attention); see `layers.attention.dot_product_attention`.
     """
 
     name: str = "custom"
@@ -67,6 +70,7 @@ class T5Config:
     param_dtype: str = "float32"
     scan_layers: bool = False
     remat_policy: str = "none"
+    attention_impl: str = "plain"
 
     def __post_init__(self):
         if self.kind not in HF_ARCHITECTURES:
@@ -81,6 +85,8 @@ class T5Config:
             raise ValueError(f"A {self.kind!r} model needs embed_dim (the projection width).")
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
             raise ValueError(f"Unknown remat_policy {self.remat_policy!r}.")
+        if self.attention_impl not in ("plain", "auto", "xla", "cudnn"):
+            raise ValueError(f"Unknown attention_impl {self.attention_impl!r}.")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in ("float32", "bfloat16", "float16"):
                 raise ValueError(f"Unsupported {field} {getattr(self, field)!r}.")

@@ -7,6 +7,10 @@ no notion of a model family.
 Legend: B batch, L query length, S key length, D features, N heads, H head_dim.
 """
 
+import contextlib
+import functools
+import logging
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -14,6 +18,80 @@ from jax import lax
 
 from codet5p_jax.dtypes import DType, Precision
 from codet5p_jax.layers.positions import apply_rotary
+
+# "plain": the einsum/softmax reference below. "xla" / "cudnn": `jax.nn.dot_product_attention`
+# with that implementation (cuDNN flash attention on NVIDIA GPUs). "auto": cuDNN where the
+# backend is a GPU and the call is supported, else plain.
+IMPLEMENTATIONS = ("plain", "auto", "xla", "cudnn")
+_FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _log_fallback(reason: str) -> None:
+    # Once per distinct reason: a model traces the same attention shapes many times.
+    log.warning("fused attention unavailable (%s); using the plain attention path", reason)
+
+
+def fused_unsupported_reason(
+    implementation: str, query, key, *, has_bias: bool, dropout: bool
+) -> str | None:
+    """Why `implementation` cannot run this attention call (None when it can).
+
+    The cuDNN conditions are those of `jax.nn.dot_product_attention(implementation="cudnn")`
+    (flash attention): bf16/fp16 inputs, head dim a multiple of 8 and <= 128, even query and
+    key lengths when a bias is trained; dropout is not fused here (different random stream).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"Unknown attention implementation {implementation!r}; {IMPLEMENTATIONS}")
+    if implementation == "plain":
+        return "plain requested"
+    if dropout:
+        return "attention dropout is on"
+    if implementation == "xla":
+        return None
+    if query.shape[1] == 1:
+        # A cached decoding step: one query row, nothing for a flash kernel to tile.
+        return "one query position (a decoding step)"
+    if jax.default_backend() != "gpu":
+        return f"cuDNN attention needs a GPU, backend is {jax.default_backend()}"
+    if query.dtype not in _FUSED_DTYPES or key.dtype != query.dtype:
+        return f"cuDNN attention needs bf16/fp16 inputs, got {query.dtype}"
+    head_dim = query.shape[-1]
+    if head_dim % 8 or head_dim > 128:
+        return f"cuDNN attention needs head_dim % 8 == 0 and <= 128, got {head_dim}"
+    q_len, k_len = query.shape[1], key.shape[1]
+    if has_bias and (q_len % 2 or k_len % 2):
+        return f"cuDNN attention with a bias needs even lengths, got query {q_len} key {k_len}"
+    return None
+
+
+def _fused_attention(query, key, value, bias, mask, *, scale, implementation):
+    """`jax.nn.dot_product_attention` with the mask folded into one additive bias.
+
+    The bias is broadcast to `[B or 1, N, L, S]`: cuDNN takes a full-length bias (and returns
+    its gradient, which reaches the relative-position table), not a broadcastable mask.
+    """
+    batch, q_len, heads, _ = query.shape
+    k_len = key.shape[1]
+    additive = None if bias is None else bias.astype(jnp.float32)
+    if mask is not None:
+        # -2**40, not the dtype's min: cuDNN mishandles the difference of two huge negatives
+        # (the value JAX itself uses for bf16); fp16 cannot hold it.
+        big = -(2.0**15) if query.dtype == jnp.float16 else -(2.0**40)
+        masked = jnp.where(mask, 0.0, big).astype(jnp.float32)
+        additive = masked if additive is None else additive + masked
+    if additive is not None:
+        lead = batch if additive.shape[0] != 1 else 1
+        additive = jnp.broadcast_to(additive, (lead, heads, q_len, k_len)).astype(query.dtype)
+    return jax.nn.dot_product_attention(
+        query,
+        key,
+        value,
+        bias=additive,
+        scale=1.0 if scale is None else float(scale),
+        implementation="cudnn" if implementation in ("auto", "cudnn") else "xla",
+    )
 
 
 def dot_product_attention(
@@ -29,11 +107,14 @@ def dot_product_attention(
     dtype=jnp.float32,
     precision=None,
     scale: float | None = None,
+    implementation: str = "plain",
 ):
     """Softmax attention; unscaled by default (T5 folds 1/sqrt(H) into the query init).
 
-    Every attention in the package goes through this function, so a fused kernel can be swapped
-    in at one place.
+    Every attention in the package goes through this function, so a fused kernel is swapped in
+    at one place: `implementation` (see `IMPLEMENTATIONS`) selects the plain reference or
+    `jax.nn.dot_product_attention`; a call the fused kernel cannot take runs the plain path
+    and logs the reason once.
 
     Args:
       query: `[B, L, N, H]`.
@@ -48,10 +129,29 @@ def dot_product_attention(
       precision: `lax.Precision` of both products (`dtypes.matmul_precision`).
       scale: Optional factor on the float32 scores before bias and softmax (CodeGen:
         `H**-0.5`); None leaves the scores as they are.
+      implementation: "plain", "auto", "xla" or "cudnn".
 
     Returns:
       `[B, L, N, H]`.
     """
+    dropout = not deterministic and dropout_rate > 0.0
+    reason = fused_unsupported_reason(
+        implementation, query, key, has_bias=bias is not None, dropout=dropout
+    )
+    if reason is None:
+        # jax.nn's kernel takes no precision argument: a float32 model's HIGHEST (no TF32 on
+        # GPUs, see dtypes.matmul_precision) goes in through the default instead.
+        highest = precision == lax.Precision.HIGHEST
+        with jax.default_matmul_precision("highest") if highest else contextlib.nullcontext():
+            out = _fused_attention(
+                query, key, value, bias, mask, scale=scale, implementation=implementation
+            )
+        return out.astype(dtype)
+    expected = ("needs a GPU", "decoding step")  # what "auto" means by plain: no log line
+    if implementation != "plain" and not (
+        implementation == "auto" and any(e in reason for e in expected)
+    ):
+        _log_fallback(reason)
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
     scores = jnp.einsum(
         "blnh,bsnh->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
@@ -145,6 +245,7 @@ class MultiHeadAttention(nn.Module):
         `rotary_dim` dims of each query and key head at `q_positions` / `kv_positions`.
       rotary_base: Rotary frequency base.
       is_cross_attention: Keys/values come from the encoder (cached once when decoding).
+      implementation: `dot_product_attention` implementation ("plain", "auto", "xla", "cudnn").
     """
 
     num_heads: int
@@ -160,6 +261,7 @@ class MultiHeadAttention(nn.Module):
     rotary_dim: int | None = None
     rotary_base: float = 10000.0
     is_cross_attention: bool = False
+    implementation: str = "plain"
 
     @nn.compact
     def __call__(
@@ -232,6 +334,7 @@ class MultiHeadAttention(nn.Module):
             dtype=self.dtype,
             precision=self.precision,
             scale=self.score_scale,
+            implementation=self.implementation,
         )
         return out_proj(out)
 

@@ -44,6 +44,7 @@ def t5_attention(cfg: T5Config, name: str, is_cross_attention: bool = False):
         param_dtype=cfg.params_dtype,
         precision=cfg.matmul_precision,
         is_cross_attention=is_cross_attention,
+        implementation=cfg.attention_impl,
         name=name,
     )
 
@@ -230,11 +231,16 @@ class Decoder(nn.Module):
         x = dropout(x, deterministic=deterministic)
         if return_hidden:
             return x
-        # Tied embeddings (T5 v1.0): HF rescales by d_model**-0.5 before the shared-table logits.
-        # In float32 (part of the logits' float32 island): a bf16 product would round the
-        # constant to bf16 too, scaling every logit by 1.0013 (d_model 768).
-        logits = self.shared_embedding.attend(x.astype(jnp.float32) * cfg.emb_dim**-0.5)
+        logits = tied_logits(self.shared_embedding, x, cfg.emb_dim)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+def tied_logits(embedding: Embed, x, emb_dim: int):
+    """[B, T, D] final decoder states -> [B, T, V] float32 logits against the shared table."""
+    # Tied embeddings (T5 v1.0): HF rescales by d_model**-0.5 before the shared-table logits.
+    # In float32 (part of the logits' float32 island): a bf16 product would round the
+    # constant to bf16 too, scaling every logit by 1.0013 (d_model 768).
+    return embedding.attend(x.astype(jnp.float32) * emb_dim**-0.5)
 
 
 def dense_head(cfg: T5Config, features: int, name: str) -> nn.Dense:
@@ -314,13 +320,29 @@ class CodeT5pEncDec(nn.Module):
         encoder_mask=None,
         decoder_mask=None,
         enable_dropout: bool = False,
+        return_hidden: bool = False,
     ):
-        """[B, S], [B, T] -> [B, T, V] float32 logits (teacher forcing)."""
+        """[B, S], [B, T] -> [B, T, V] float32 logits (teacher forcing), or [B, T, D] states."""
         mask = default_mask(encoder_input_tokens, encoder_mask, self.config)
         encoded = self.encode(encoder_input_tokens, mask, enable_dropout)
         if self.is_initializing() and self.config.embed_dim:
             self._init_heads(encoded)
-        return self.decode(encoded, mask, decoder_input_tokens, decoder_mask, enable_dropout)
+        return self.decode(
+            encoded,
+            mask,
+            decoder_input_tokens,
+            decoder_mask,
+            enable_dropout,
+            return_hidden=return_hidden,
+        )
+
+    def hidden_to_logits(self, hidden):
+        """[B, T, D] final decoder states (`return_hidden=True`) -> [B, T, V] float32 logits.
+
+        The last step of `decode`, apart: a loss can compute the logits a chunk of positions at
+        a time (`Seq2SeqObjective(loss_chunk_tokens=...)`).
+        """
+        return tied_logits(self.token_embedder, hidden, self.config.emb_dim)
 
     def _init_heads(self, encoded):
         # Heads are only reached through `embed` / `itm_logits`; touch them so `init` makes them.

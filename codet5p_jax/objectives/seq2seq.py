@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 import gin
 from codet5p_jax.objectives import losses
@@ -32,6 +33,10 @@ class Seq2SeqObjective:
       label_smoothing: See `losses.compute_weighted_cross_entropy`.
       z_loss: Coefficient of the `log(Z)^2` auxiliary loss (0 = off, as the released recipe).
       objective_names: Names of the `objective_ids` values, for per-objective metrics.
+      loss_chunk_tokens: When set, the decoder's final states are turned into logits and
+        losses this many target positions at a time (a `lax.scan` of rematerialised chunks),
+        so the full float32 `[B, T, V]` logits never exist, forward or backward; the model
+        needs `return_hidden` and a `hidden_to_logits` method. None computes them whole.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class Seq2SeqObjective:
         label_smoothing: float = 0.0,
         z_loss: float = 0.0,
         objective_names: tuple[str, ...] = OBJECTIVE_NAMES,
+        loss_chunk_tokens: int | None = None,
     ):
         if not getattr(model.config, "has_decoder", True):
             raise ValueError(
@@ -51,6 +57,9 @@ class Seq2SeqObjective:
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
         self.objective_names = tuple(objective_names)
+        if loss_chunk_tokens is not None and int(loss_chunk_tokens) < 1:
+            raise ValueError(f"loss_chunk_tokens must be >= 1 or None; got {loss_chunk_tokens}.")
+        self.loss_chunk_tokens = None if loss_chunk_tokens is None else int(loss_chunk_tokens)
 
     def init_extra_state(self, params, rng) -> dict[str, Any]:
         """Seq2seq training keeps no state beside the params."""
@@ -68,17 +77,60 @@ class Seq2SeqObjective:
             rngs=rngs,
         )
 
+    def _token_stats(self, logits, targets, weights):
+        """`(token_losses, token_z, correct)`, each `[..., T]`, from `[..., T, V]` logits."""
+        token_losses, token_z = losses.compute_weighted_cross_entropy(
+            logits, targets, weights, label_smoothing=self.label_smoothing, z_loss=self.z_loss
+        )
+        return token_losses, token_z, losses.compute_weighted_accuracy(logits, targets, weights)
+
+    def _chunked_token_stats(self, params, batch, rng, targets, weights, enable_dropout):
+        """`_token_stats` a chunk of positions at a time, from the decoder's final states."""
+        rngs = {"dropout": rng} if enable_dropout and rng is not None else {}
+        hidden = self.model.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            enable_dropout=enable_dropout,
+            rngs=rngs,
+            return_hidden=True,
+        )
+        b, t, d = hidden.shape
+        n, chunk = b * t, min(self.loss_chunk_tokens, b * t)
+        pad = -n % chunk  # padded positions carry weight 0 and are cut off below
+
+        def rows(x):
+            x = x.reshape(n, *x.shape[2:])
+            x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+            return x.reshape(-1, chunk, *x.shape[1:])
+
+        # Remat: the backward pass recomputes each chunk's logits instead of keeping them all.
+        @jax.checkpoint
+        def one_chunk(h, tgt, w):
+            logits = self.model.apply({"params": params}, h, method="hidden_to_logits")
+            return self._token_stats(logits, tgt, w)
+
+        def body(carry, xs):
+            h, tgt, w = xs
+            out = one_chunk(h[None], tgt[None], w[None])
+            return carry, jax.tree.map(lambda x: x[0], out)
+
+        _, stats = lax.scan(body, None, (rows(hidden), rows(targets), rows(weights)))
+        return jax.tree.map(lambda x: x.reshape(-1)[:n].reshape(b, t), stats)
+
     def loss_fn(self, params, extra_state, batch, rng, *, enable_dropout: bool = True):
         """Returns `(loss, (metrics, extra_state))` for one batch (see docs/DESIGN.md)."""
-        logits = self.logits(params, batch, rng, enable_dropout=enable_dropout)
         targets = batch["decoder_target_tokens"]
         weights = batch.get("decoder_loss_weights")
         if weights is None:
             weights = (targets != 0).astype(jnp.int32)
-        token_losses, token_z = losses.compute_weighted_cross_entropy(
-            logits, targets, weights, label_smoothing=self.label_smoothing, z_loss=self.z_loss
-        )
-        correct = losses.compute_weighted_accuracy(logits, targets, weights)
+        if self.loss_chunk_tokens is None:
+            logits = self.logits(params, batch, rng, enable_dropout=enable_dropout)
+            token_losses, token_z, correct = self._token_stats(logits, targets, weights)
+        else:
+            token_losses, token_z, correct = self._chunked_token_stats(
+                params, batch, rng, targets, weights, enable_dropout
+            )
         weights = weights.astype(jnp.float32)
         num_tokens = weights.sum()
         denom = jnp.maximum(num_tokens, 1.0)

@@ -36,8 +36,10 @@ def _dot_precisions(jaxpr) -> list:
     return out
 
 
-def _model_dots(preset: str, dtype: str, scan: bool) -> list:
-    cfg = dataclasses.replace(get_preset(preset), dtype=dtype, scan_layers=scan)
+def _model_dots(preset: str, dtype: str, scan: bool, attention: str = "plain") -> list:
+    cfg = dataclasses.replace(
+        get_preset(preset), dtype=dtype, scan_layers=scan, attention_impl=attention
+    )
     model = build_model(cfg)
     args = init_args(cfg, batch=2, enc_len=8, dec_len=8)
     params = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
@@ -54,10 +56,11 @@ def _model_dots(preset: str, dtype: str, scan: bool) -> list:
     return _dot_precisions(jax.make_jaxpr(jax.value_and_grad(loss))(params).jaxpr)
 
 
+@pytest.mark.parametrize("attention", ["plain", "xla"])  # xla: jax.nn's fused attention
 @pytest.mark.parametrize("scan", [False, True])
 @pytest.mark.parametrize("preset", ["tiny", "tiny-bimodal"])
-def test_float32_models_request_full_precision(preset, scan):
-    precisions = _model_dots(preset, "float32", scan)
+def test_float32_models_request_full_precision(preset, scan, attention):
+    precisions = _model_dots(preset, "float32", scan, attention)
     assert len(precisions) > 10  # forward and backward dots were found
     assert set(precisions) == {HIGHEST}
 
