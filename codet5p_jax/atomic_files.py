@@ -8,6 +8,15 @@ A failure removes the temporary and leaves the destination untouched.
 
 `tempfile.mkstemp` / `mkdtemp` create 0600 / 0700 entries and some writers (safetensors) make
 0600 files, so without `as_new` a result would be private while its neighbours are 0644 / 0755.
+
+Remote destinations (`gs://`, see `storage.py`): Cloud Storage has no atomic rename (a rename
+is a copy of every object plus a delete) and no directories, but one object upload *is*
+atomic: the object appears only once its upload completes. So the content is built in a local
+temporary file or directory, exactly as for a local destination, and uploaded only after the
+block succeeded. A file becomes one upload (readers see the old object or the new one, never a
+part). A directory becomes one upload per file, the top-level files last: those are what the
+loader looks for (`config.json`, `codet5p_config.json`), so a reader never sees a config
+without its weights; a failed upload deletes what it had written.
 """
 
 import contextlib
@@ -16,6 +25,8 @@ import pathlib
 import shutil
 import stat
 import tempfile
+
+from codet5p_jax import storage
 
 
 class DestinationError(ValueError):
@@ -61,11 +72,15 @@ def atomic_directory(dst):
       dst: The directory to create; it must not exist, and its parent must.
 
     Yields:
-      The `pathlib.Path` of the temporary directory to fill.
+      The `pathlib.Path` of the (local) temporary directory to fill.
 
     Raises:
       DestinationError: If `dst` exists or its parent does not.
     """
+    if storage.is_remote(dst):
+        with _remote_directory(storage.path(dst)) as tmp:
+            yield tmp
+        return
     dst = pathlib.Path(dst)
     if dst.exists():
         raise DestinationError(f"Destination {dst} already exists; refusing to overwrite it")
@@ -95,6 +110,10 @@ def atomic_file(path, mode: str = "w"):
     Raises:
       DestinationError: If `path` is a directory or its parent is missing or not a directory.
     """
+    if storage.is_remote(path):
+        with _remote_file(storage.path(path), mode) as f:
+            yield f
+        return
     path = pathlib.Path(path)
     if path.is_dir():
         raise DestinationError(f"{path} is a directory, not a file")
@@ -115,3 +134,38 @@ def write_text(path, text: str) -> None:
     """Writes `text` to `path` atomically (see `atomic_file`)."""
     with atomic_file(path) as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def _remote_file(path, mode: str):
+    """`atomic_file` for an object store: a local temporary file, uploaded in one piece."""
+    if path.is_dir():
+        raise DestinationError(f"{path} is a directory, not a file")
+    with tempfile.TemporaryDirectory(prefix="codet5p_upload_") as tmp:
+        local = pathlib.Path(tmp) / path.name
+        with open(local, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+        storage.path(local).copy(path, overwrite=True)
+
+
+@contextlib.contextmanager
+def _remote_directory(dst):
+    """`atomic_directory` for an object store: a local directory, uploaded top-level files last."""
+    if dst.exists():
+        raise DestinationError(f"Destination {dst} already exists; refusing to overwrite it")
+    with tempfile.TemporaryDirectory(prefix="codet5p_upload_") as tmp:
+        root = pathlib.Path(tmp) / dst.name
+        root.mkdir()
+        yield root
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        nested = [p for p in files if p.parent != root]
+        top = [p for p in files if p.parent == root]
+        try:
+            for file in nested + top:
+                target = dst / file.relative_to(root).as_posix()
+                target.parent.mkdir(parents=True, exist_ok=True)
+                storage.path(file).copy(target, overwrite=True)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                dst.rmtree()
+            raise

@@ -26,7 +26,6 @@ Resume is exact: the data pipeline is deterministic given its seed, so
 """
 
 import json
-import pathlib
 from typing import Any
 
 import jax
@@ -34,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from codet5p_jax import families
+from codet5p_jax import families, storage
 from codet5p_jax.convert.orbax_errors import error_summary, quiet_closed_event_loop
 
 FORMAT = "codet5p_jax/1"
@@ -46,20 +45,30 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, or does not fit the model being trained."""
 
 
-def _finished_steps(ckpt_dir: pathlib.Path) -> list[int]:
+# On object stores (no atomic rename) orbax writes a step in place and marks it finished with
+# this file last; locally a finished step is one that was renamed from its temporary name.
+COMMIT_MARKER = "commit_success.txt"
+
+
+def _finished_steps(ckpt_dir: epath.Path) -> list[int]:
     """Step numbers of complete checkpoints (orbax temporaries have non-numeric names)."""
     if not ckpt_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    remote = storage.is_remote(ckpt_dir)
+    return sorted(
+        int(p.name)
+        for p in ckpt_dir.iterdir()
+        if p.name.isdigit() and p.is_dir() and (not remote or (p / COMMIT_MARKER).exists())
+    )
 
 
-def resolve_step_dir(path: str | pathlib.Path) -> pathlib.Path:
+def resolve_step_dir(path: str | epath.Path) -> epath.Path:
     """The `<step>` directory for `path` (a run dir, its `checkpoints/`, or a step dir).
 
     Raises:
       FileNotFoundError: when no finished checkpoint is found there.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if (path / "params").is_dir():
         return path
     for ckpt_dir in (path / CHECKPOINTS, path):
@@ -72,7 +81,7 @@ def resolve_step_dir(path: str | pathlib.Path) -> pathlib.Path:
     )
 
 
-def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
+def read_meta(step_dir: epath.Path) -> dict[str, Any]:
     """The JSON metadata of a step directory."""
     meta_file = step_dir / "meta" / "metadata"
     if not meta_file.is_file():
@@ -83,7 +92,7 @@ def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
         raise CheckpointError(f"Checkpoint metadata {meta_file} is corrupt: {e}") from e
 
 
-def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
+def _restore_tree(directory: epath.Path, target: Any) -> Any:
     """Restores one PyTree item into the structure/shardings of `target` (abstract arrays)."""
     if not directory.is_dir():
         raise CheckpointError(f"Checkpoint item {directory} is missing: truncated checkpoint.")
@@ -98,7 +107,7 @@ def _restore_tree(directory: pathlib.Path, target: Any) -> Any:
     return jax.tree.unflatten(jax.tree.structure(target), jax.tree.leaves(restored))
 
 
-def item_shapes(directory: pathlib.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
+def item_shapes(directory: epath.Path) -> dict[str, tuple[tuple[int, ...], Any]]:
     """`{"a/b/c": (shape, dtype)}` of a saved PyTree item, from its metadata only."""
     quiet_closed_event_loop()
     try:
@@ -128,13 +137,13 @@ class Checkpointer:
 
     def __init__(
         self,
-        model_dir: str | pathlib.Path,
+        model_dir: str | epath.Path,
         *,
         save_every: int,
         keep: int | None = 3,
         async_save=True,
     ):
-        self.directory = pathlib.Path(model_dir) / CHECKPOINTS
+        self.directory = epath.Path(model_dir) / CHECKPOINTS
         self.save_every = save_every
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=save_every,
@@ -200,7 +209,7 @@ class Checkpointer:
 
 
 def _check_shapes(
-    directory: pathlib.Path, abstract_params, allow_missing: tuple[str, ...]
+    directory: epath.Path, abstract_params, allow_missing: tuple[str, ...]
 ) -> list[str]:
     """Compares a saved params item with the model's; returns the (allowed) missing paths.
 
@@ -236,7 +245,7 @@ def _check_shapes(
 
 
 def restore_params(
-    path: str | pathlib.Path,
+    path: str | epath.Path,
     abstract_params=None,
     *,
     allow_missing: tuple[str, ...] = (),
@@ -305,7 +314,7 @@ def _drop_paths(tree: dict, paths: set[str], prefix: str = "") -> dict:
     return out
 
 
-def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, object, int]:
+def latest_params(model_dir: str | epath.Path) -> tuple[dict, object, int]:
     """Params (numpy), model config and step of the newest checkpoint under `model_dir`.
 
     The entry point for `codet5p convert` and inference on a training run.
@@ -317,13 +326,13 @@ def latest_params(model_dir: str | pathlib.Path) -> tuple[dict, object, int]:
     return params, config, int(meta["step"])
 
 
-def save_params(directory: str | pathlib.Path, params, cfg, step: int = 0) -> pathlib.Path:
+def save_params(directory: str | epath.Path, params, cfg, step: int = 0) -> epath.Path:
     """Writes a params-only checkpoint `directory/checkpoints/<step>` (e.g. converted HF weights).
 
     The result is loadable by `restore_params` / `latest_params` and as `INITIAL_CHECKPOINT_PATH`.
     """
     manager = ocp.CheckpointManager(
-        pathlib.Path(directory) / CHECKPOINTS,
+        epath.Path(directory) / CHECKPOINTS,
         item_names=("params", "meta"),
         options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True),
     )
@@ -340,4 +349,4 @@ def save_params(directory: str | pathlib.Path, params, cfg, step: int = 0) -> pa
     )
     manager.wait_until_finished()
     manager.close()
-    return pathlib.Path(directory) / CHECKPOINTS / str(step)
+    return epath.Path(directory) / CHECKPOINTS / str(step)

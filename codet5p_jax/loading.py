@@ -16,11 +16,11 @@ infer, retrieval, embedding export, initial checkpoints and the stage-2 report a
 
 import collections
 import dataclasses
-import pathlib
 
 import flax.linen as nn
 import jax
 import numpy as np
+from etils import epath
 
 from codet5p_jax import atomic_files, checkpointing, families
 from codet5p_jax.convert import hf_io, orbax_io
@@ -44,9 +44,9 @@ class Checkpoint:
 
     config: object
     params: dict
-    tokenizer_dir: pathlib.Path | None
+    tokenizer_dir: epath.Path | None
     format: str
-    path: pathlib.Path
+    path: epath.Path
     step: int | None = None
 
     @property
@@ -61,7 +61,7 @@ class Checkpoint:
         return f"{self.path} ({self.format})"
 
 
-def resolve(path) -> tuple[str, pathlib.Path]:
+def resolve(path) -> tuple[str, epath.Path]:
     """Detects the layout of the checkpoint at `path`.
 
     Returns:
@@ -71,7 +71,7 @@ def resolve(path) -> tuple[str, pathlib.Path]:
     Raises:
       ConversionError: If `path` does not exist, is a file, or holds no checkpoint.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)  # keeps gs:// (pathlib would fold it into gs:/)
     if not path.exists():
         raise ConversionError(f"{path}: no such file or directory")
     if not path.is_dir():
@@ -95,7 +95,7 @@ def _config_error(source, e: Exception) -> ConversionError:
     return ConversionError(str(e) if str(e).startswith(str(source)) else f"{source}: {e}")
 
 
-def read_hf(directory: pathlib.Path, dtype=None):
+def read_hf(directory: epath.Path, dtype=None):
     """`(config, unscanned params)` of an HF directory, through its family's rule table.
 
     Tensors are read (and cast to `dtype`, when given) one at a time as the rule table consumes
@@ -114,7 +114,7 @@ def read_hf(directory: pathlib.Path, dtype=None):
     return config, family.hf.hf_to_params(state, config, str(directory))
 
 
-def read_orbax(directory: pathlib.Path):
+def read_orbax(directory: epath.Path):
     """`(config, params)` of a params-only orbax directory, checked against each other."""
     source = directory / orbax_io.CONFIG_FILE
     try:
@@ -126,7 +126,7 @@ def read_orbax(directory: pathlib.Path):
     return config, params
 
 
-def read_run_step(step_dir: pathlib.Path):
+def read_run_step(step_dir: epath.Path):
     """`(config, params, step)` of one training checkpoint step, objective leaves dropped."""
     from codet5p_jax.objectives.bimodal import strip_objective_params  # heavy: import on use
 

@@ -10,9 +10,12 @@ Files accepted (`load_bpe_tokenizer`): a directory with `tokenizer.json`, or wit
 `codet5-merges.txt`, optionally with an `added_tokens.json`), or explicit vocab/merges files.
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 
@@ -20,6 +23,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 import tokenizers
+from etils import epath
 from tokenizers import decoders, models, pre_tokenizers
 
 # File-name pairs tried in a tokenizer directory, in order.
@@ -27,6 +31,23 @@ _VOCAB_MERGES_NAMES = (
     ("vocab.json", "merges.txt"),
     ("codet5-vocab.json", "codet5-merges.txt"),
 )
+
+
+@contextlib.contextmanager
+def _local_copy(path: epath.Path):
+    """A local temporary copy of a remote tokenizer file or directory (its files only)."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="codet5p_tokenizer_"))
+    try:
+        if path.is_dir():
+            for f in path.iterdir():
+                if not f.is_dir():
+                    f.copy(epath.Path(tmp / f.name))
+            yield tmp
+        else:
+            path.copy(epath.Path(tmp / path.name))
+            yield tmp / path.name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_bpe_tokenizer(
@@ -52,6 +73,10 @@ def load_bpe_tokenizer(
       ValueError: Neither `path` nor both `vocab_file` and `merges_file` were given.
     """
     added: dict[str, int] = {}
+    if path is not None and "://" in str(path):
+        # `tokenizers` reads local files only: read a gs:// tokenizer through a local copy.
+        with _local_copy(epath.Path(path)) as local:
+            return load_bpe_tokenizer(local)
     if path is not None:
         path = pathlib.Path(path)
         if path.is_file() and path.suffix == ".json" and path.name != "vocab.json":

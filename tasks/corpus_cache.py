@@ -16,6 +16,9 @@ Rules (documented in docs/data.md):
   below `validation_fraction` (default 5 %) of 2^32, else to `train`; pairs follow their source
   file, so no function's file is on both sides.
 * Writing goes to a temporary directory renamed into place, so a crash leaves nothing half-written.
+  A `gs://` cache root (`CODET5P_CACHE_DIR=gs://...`, one copy for every host of a pod) has no
+  atomic rename: the shards are built locally and uploaded, `stats.json` (the marker readers
+  check) last.
 The fingerprint covers the spec, the format version and (for `stdlib`) the interpreter version, so
 a changed spec never reads a stale cache.
 """
@@ -34,6 +37,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 
+from etils import epath
+
 from tasks import corpus_sources as S
 
 FORMAT_VERSION = 1
@@ -45,9 +50,9 @@ ENV_STDLIB_MAX_FILES = "CODET5P_STDLIB_MAX_FILES"
 _WS = re.compile(r"\s+")
 
 
-def cache_root() -> pathlib.Path:
-    """`$CODET5P_CACHE_DIR`, else `~/.cache/codet5p_jax`."""
-    return pathlib.Path(os.environ.get(ENV_CACHE_DIR) or pathlib.Path.home() / ".cache/codet5p_jax")
+def cache_root() -> epath.Path:
+    """`$CODET5P_CACHE_DIR` (a local directory or `gs://...`), else `~/.cache/codet5p_jax`."""
+    return epath.Path(os.environ.get(ENV_CACHE_DIR) or pathlib.Path.home() / ".cache/codet5p_jax")
 
 
 def stdlib_dir() -> pathlib.Path:
@@ -96,8 +101,11 @@ class CorpusSpec:
             return int(env) if env else None
         return self.max_files
 
-    def source_path(self) -> pathlib.Path:
-        return stdlib_dir() if self.kind == "stdlib" else pathlib.Path(self.path).resolve()
+    def source_path(self) -> epath.Path:
+        if self.kind == "stdlib":
+            return epath.Path(stdlib_dir())
+        path = epath.Path(self.path)
+        return path if "://" in str(self.path) else path.resolve()
 
     def fingerprint(self) -> str:
         key = dict(dataclasses.asdict(self), max_files=self.effective_max_files())
@@ -106,7 +114,7 @@ class CorpusSpec:
             key["python"] = sys.version
         return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
-    def directory(self) -> pathlib.Path:
+    def directory(self) -> epath.Path:
         return cache_root() / "corpora" / f"{self.name}-{self.fingerprint()}"
 
 
@@ -157,7 +165,7 @@ def _example(rec: dict):
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
-def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> pathlib.Path:
+def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> epath.Path:
     """Builds the cached TFRecords of `spec` once and returns their directory.
 
     Raises:
@@ -169,8 +177,9 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> pathlib.Path:
         return out
     import tensorflow as tf
 
+    remote = "://" in str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=None if remote else out.parent))
     try:
         counts: Counter = Counter()
         seen: set[bytes] = set()
@@ -209,7 +218,11 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> pathlib.Path:
             )
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
         try:
-            os.replace(tmp, out)
+            if remote:
+                _upload(tmp, out)
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, out)
         except OSError:
             if not (out / "stats.json").is_file():
                 raise
@@ -226,6 +239,13 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> pathlib.Path:
         dict(counts),
     )
     return out
+
+
+def _upload(local: pathlib.Path, out: epath.Path) -> None:
+    """Copies a built corpus directory to a bucket, `stats.json` last (readers test for it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for file in sorted(local.iterdir(), key=lambda p: p.name == "stats.json"):
+        epath.Path(file).copy(out / file.name, overwrite=True)
 
 
 def load_stats(spec: CorpusSpec) -> dict:

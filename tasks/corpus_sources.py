@@ -10,12 +10,14 @@ JavaScript, Go, PHP, C, C++ and C#, recognised by file extension.
 """
 
 import ast
+import contextlib
 import json
 import os
-import pathlib
 import textwrap
 from collections import Counter
 from collections.abc import Iterator
+
+from etils import epath
 
 LANGUAGE_BY_EXTENSION = {
     ".py": "python",
@@ -42,7 +44,7 @@ _SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", "site-packag
 _MAX_FILE_BYTES = 1 << 20  # far above the 2,000-token size filter; guards against data dumps
 
 
-def read_text_file(path: pathlib.Path, counts: Counter) -> str | None:
+def read_text_file(path: epath.Path, counts: Counter) -> str | None:
     """Reads a UTF-8 source file, or counts why it is unusable and returns None."""
     try:
         raw = path.read_bytes()
@@ -76,12 +78,12 @@ def iter_source_tree(
       counts: Receives skip reasons.
       max_files: Stop after this many usable files (for quick runs and tests).
     """
-    root = pathlib.Path(root)
+    root = epath.Path(root)  # a local directory or gs://
     used = 0
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in root.walk():
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
-            path = pathlib.Path(dirpath) / name
+            path = epath.Path(dirpath) / name
             language = LANGUAGE_BY_EXTENSION.get(path.suffix.lower())
             if language is None:
                 counts["unknown_language"] += 1
@@ -101,11 +103,12 @@ def iter_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[tuple[int, 
     Lines are decoded one by one, so a line with invalid UTF-8 is skipped (`undecodable`)
     without losing the rest of the file.
     """
+    stack = contextlib.ExitStack()  # epath's gs:// open() is a context manager, not a file
     try:
-        f = open(path, "rb")  # noqa: SIM115 (held by the generator)
+        f = stack.enter_context(epath.Path(path).open("rb"))
     except OSError as e:
         raise FileNotFoundError(f"cannot open JSONL corpus {path}: {e}") from e
-    with f:
+    with stack:
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -125,7 +128,7 @@ def iter_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[tuple[int, 
             yield lineno, obj
 
 
-def _jsonl_files(path: pathlib.Path) -> list[pathlib.Path]:
+def _jsonl_files(path: epath.Path) -> list[epath.Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
     if not path.exists():
@@ -145,7 +148,7 @@ def _text_field(obj: dict, key: str, tokens_key: str) -> str | None:
 
 def iter_code_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[dict[str, str]]:
     """Yields code records from JSONL lines with a `code` field (`language` optional)."""
-    for file in _jsonl_files(pathlib.Path(path)):
+    for file in _jsonl_files(epath.Path(path)):
         for lineno, obj in iter_jsonl(file, counts):
             code = _text_field(obj, "code", "code_tokens")
             if code is None:
@@ -161,7 +164,7 @@ def iter_pairs_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[dict[
     Uses `code`/`docstring` when present and non-empty, else the space-joined
     `code_tokens`/`docstring_tokens` (CodeXGLUE convention).
     """
-    for file in _jsonl_files(pathlib.Path(path)):
+    for file in _jsonl_files(epath.Path(path)):
         for lineno, obj in iter_jsonl(file, counts):
             code = _text_field(obj, "code", "code_tokens")
             doc = _text_field(obj, "docstring", "docstring_tokens")

@@ -22,6 +22,7 @@ from collections import Counter
 
 import seqio
 import tensorflow as tf
+from etils import epath
 
 import gin
 from tasks import corpus_sources
@@ -96,11 +97,11 @@ def read_alpaca(path: str | os.PathLike) -> tuple[list[dict[str, str]], Counter]
       FileNotFoundError: `path` is missing.
       ValueError: The file is not JSON / JSONL, or no example has `instruction` and `output`.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     counts: Counter = Counter()
     if not path.is_file():
         raise FileNotFoundError(f"Alpaca data {path} not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = path.read_bytes().decode("utf-8", errors="replace")
     if text.lstrip().startswith("["):
         try:
             objs = json.loads(text)

@@ -25,6 +25,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from etils import epath
+
 from tasks import corpus_sources
 from tasks.corpus_cache import CorpusSpec, cache_root, corpus_files
 
@@ -38,7 +40,7 @@ def train_bpe(
     out_dir: str | os.PathLike,
     vocab_size: int = DEFAULT_VOCAB_SIZE,
     min_frequency: int = DEFAULT_MIN_FREQUENCY,
-) -> pathlib.Path:
+) -> epath.Path:
     """Trains the byte-level BPE and writes `vocab.json`, `merges.txt`, `training.json`.
 
     Args:
@@ -72,9 +74,10 @@ def train_bpe(
     )
     if counter["documents"] == 0:
         raise ValueError("no non-empty training text for the tokenizer")
-    out = pathlib.Path(out_dir)
+    out = epath.Path(out_dir)
+    remote = "://" in str(out)  # gs://: built locally, uploaded with vocab.json (the marker) last
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=None if remote else out.parent))
     try:
         tok.save_model(str(tmp))
         meta = {
@@ -87,8 +90,14 @@ def train_bpe(
         }
         (tmp / "training.json").write_text(json.dumps(meta, indent=1))
         if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+            out.rmtree()
+        if remote:
+            out.mkdir(parents=True, exist_ok=True)
+            for file in sorted(tmp.iterdir(), key=lambda p: p.name == "vocab.json"):
+                epath.Path(file).copy(out / file.name, overwrite=True)
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -105,7 +114,7 @@ def iter_corpus_texts(spec: CorpusSpec, split: str = "train") -> Iterator[str]:
         yield ex["code"].numpy().decode("utf-8")
 
 
-def default_stdlib_tokenizer_dir(vocab_size: int = DEFAULT_VOCAB_SIZE) -> pathlib.Path:
+def default_stdlib_tokenizer_dir(vocab_size: int = DEFAULT_VOCAB_SIZE) -> epath.Path:
     """The stdlib-trained tokenizer used when none is configured; trained on first call."""
     spec = CorpusSpec(name="stdlib", kind="stdlib")
     out = cache_root() / "tokenizers" / f"stdlib-bpe{vocab_size}-{spec.fingerprint()}"
@@ -118,7 +127,7 @@ def default_stdlib_tokenizer_dir(vocab_size: int = DEFAULT_VOCAB_SIZE) -> pathli
 def texts_from_paths(paths: list[str], max_files: int | None) -> Iterator[str]:
     counts: Counter = Counter()
     for p in paths:
-        path = pathlib.Path(p)
+        path = epath.Path(p)
         if path.is_dir():
             records = corpus_sources.iter_source_tree(path, counts, max_files=max_files)
         else:

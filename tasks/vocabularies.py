@@ -20,9 +20,9 @@ the released files.
 
 import logging
 import os
-import pathlib
 
 import tokenizers
+from etils import epath
 
 import gin
 from tasks.bpe_vocabulary import BPEVocabulary, _add_token_at, add_tokens_at, load_bpe_tokenizer
@@ -51,7 +51,7 @@ def sentinel_id(n: int) -> int:
 
 
 @gin.configurable
-def tokenizer_path(path: str | None = None) -> pathlib.Path:
+def tokenizer_path(path: str | None = None) -> epath.Path:
     """Resolves the default CodeT5 tokenizer location (gin, then env, then trained fallback).
 
     Args:
@@ -63,7 +63,7 @@ def tokenizer_path(path: str | None = None) -> pathlib.Path:
     """
     path = path or os.environ.get(ENV_TOKENIZER_DIR)
     if path:
-        return pathlib.Path(path)
+        return epath.Path(path)  # gs:// too (read through a local copy, bpe_vocabulary.py)
     from tasks import tokenizer_training  # deferred: training pulls in the corpus builder
 
     if not _warned_default:  # every vocabulary of every task asks; say it once per run

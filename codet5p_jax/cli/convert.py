@@ -14,11 +14,11 @@ vocabulary the run was trained with (`cli/tokenizer_export.py`).
 """
 
 import argparse
-import pathlib
 import sys
 import time
 
 import jax.numpy as jnp
+from etils import epath
 
 from codet5p_jax import loading
 from codet5p_jax.convert import hf_io, orbax_io
@@ -87,9 +87,9 @@ def _step_of(ckpt: loading.Checkpoint, src) -> str:
     """` at step N (checkpoints/N)` for a training-run source (its latest step is exported)."""
     if ckpt.format != "run":
         return ""
-    step_dir = pathlib.Path(ckpt.path)
+    step_dir = epath.Path(ckpt.path)
     try:
-        where = step_dir.relative_to(pathlib.Path(src))
+        where = step_dir.relative_to(epath.Path(src))
     except ValueError:
         where = step_dir
     return f" at step {step_dir.name}" + (f" ({where})" if str(where) != "." else "")

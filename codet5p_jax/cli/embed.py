@@ -14,10 +14,10 @@ state. The output is written to a temporary file and renamed, so a failed run le
 
 import argparse
 import json
-import pathlib
 import sys
 
 import numpy as np
+from etils import epath
 
 from codet5p_jax import atomic_files
 from codet5p_jax.cli.retrieval import positive_int
@@ -28,7 +28,7 @@ DEFAULT_LENGTHS = {"text": retrieval.TEXT_LENGTH, "code": retrieval.CODE_LENGTH}
 OUTPUT_KEY = "embeddings"  # tensor name in .safetensors outputs
 
 
-def _json_records(path: pathlib.Path) -> list[tuple[str, object]]:
+def _json_records(path: epath.Path) -> list[tuple[str, object]]:
     """`(where, record)` of a JSON list (`.json`) or of each JSONL line."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
@@ -49,7 +49,7 @@ def _json_records(path: pathlib.Path) -> list[tuple[str, object]]:
     return records
 
 
-def _looks_like_json(path: pathlib.Path) -> bool:
+def _looks_like_json(path: epath.Path) -> bool:
     if path.suffix in (".json", ".jsonl"):
         return True
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -72,7 +72,7 @@ def read_items(path, field: str | None = None, raw_lines: bool = False) -> list[
       FileNotFoundError: `path` does not exist.
       ValueError: Empty items, a record without `field`, JSON without `field`, or no items.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}")
     items = []
@@ -106,7 +106,7 @@ def read_items(path, field: str | None = None, raw_lines: bool = False) -> list[
 
 def write_vectors(path, vectors: np.ndarray) -> None:
     """Writes `vectors` to `.npy` or `.safetensors` (key `embeddings`) via temp file + rename."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if path.suffix not in (".npy", ".safetensors"):
         raise ValueError(f"Output must end in .npy or .safetensors, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,8 +75,14 @@ def add_seqio_cache_dirs(args: argparse.Namespace) -> None:
         return
     import seqio
 
+    from codet5p_jax import storage
+
     for d in dirs:
-        if "://" not in d and not pathlib.Path(d).is_dir():
+        try:
+            storage.check_reachable(d, "--seqio_additional_cache_dirs")
+        except storage.StorageError as e:
+            raise UsageError(str(e)) from None
+        if not storage.is_remote(d) and not storage.path(d).is_dir():
             raise UsageError(f"--seqio_additional_cache_dirs: {d!r} is not a directory")
     seqio.add_global_cache_dirs(dirs)
 

@@ -9,14 +9,18 @@ reads a `config.json`, and how its state dict maps to params, is `codet5p_jax.lo
 business (through the family registry).
 """
 
+import atexit
 import json
 import pathlib
 import shutil
+import tempfile
 
 import numpy as np
 import safetensors
 import safetensors.numpy
+from etils import epath
 
+from codet5p_jax import storage
 from codet5p_jax.atomic_files import atomic_directory
 from codet5p_jax.convert import hf_state
 from codet5p_jax.convert.mapping import ConversionError
@@ -45,7 +49,7 @@ TOKENIZER_FILES = (
 
 def is_hf_dir(path) -> bool:
     """Whether `path` is a directory with an HF `config.json`."""
-    return (pathlib.Path(path) / CONFIG_FILE).is_file()
+    return (epath.Path(path) / CONFIG_FILE).is_file()
 
 
 def read_hf_config(path) -> dict:
@@ -54,7 +58,7 @@ def read_hf_config(path) -> dict:
     Raises:
       ConversionError: If the file is missing or is not a JSON object.
     """
-    file = pathlib.Path(path) / CONFIG_FILE
+    file = epath.Path(path) / CONFIG_FILE
     try:
         hf = json.loads(file.read_text())
     except FileNotFoundError as e:
@@ -78,7 +82,9 @@ def read_hf_state(path, dtype=None) -> hf_state.LazyState:
       ConversionError: If no weight file is present, or one is missing, corrupt or inconsistent
         with its index.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
+    if storage.is_remote(path):
+        path = _local_weights(path)  # safetensors' and the torch reader's files are local
     for name in WEIGHT_FILES:
         file = path / name
         if file.is_file():
@@ -88,12 +94,23 @@ def read_hf_state(path, dtype=None) -> hf_state.LazyState:
     raise ConversionError(f"{path}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
 
 
+def _local_weights(path: epath.Path) -> epath.Path:
+    """A local copy of the weight files of a remote HF directory, removed at exit (the lazy
+    state reads from it after this returns)."""
+    local = pathlib.Path(tempfile.mkdtemp(prefix="codet5p_hf_"))
+    atexit.register(shutil.rmtree, local, True)
+    for file in path.iterdir():
+        if file.name.endswith((".safetensors", ".bin", ".index.json")):
+            file.copy(epath.Path(local / file.name))
+    return epath.Path(local)
+
+
 def copy_tokenizer_files(src, dst) -> list[str]:
     """Copies the tokenizer files (`TOKENIZER_FILES`) present in `src` to `dst`; returns names."""
     copied = []
     for name in TOKENIZER_FILES:
-        if (pathlib.Path(src) / name).is_file():
-            shutil.copyfile(pathlib.Path(src) / name, pathlib.Path(dst) / name)
+        if (epath.Path(src) / name).is_file():
+            (epath.Path(src) / name).copy(epath.Path(dst) / name, overwrite=True)
             copied.append(name)
     return copied
 

@@ -11,13 +11,13 @@ the caller's business (the façade, or the trainer with its shardings).
 """
 
 import json
-import pathlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from codet5p_jax import storage
 from codet5p_jax.atomic_files import atomic_directory
 from codet5p_jax.convert.hf_io import TOKENIZER_FILES, copy_tokenizer_files
 from codet5p_jax.convert.mapping import ConversionError
@@ -30,7 +30,7 @@ TOKENIZER_DIR = "tokenizer"
 
 def is_orbax_dir(path) -> bool:
     """Whether `path` looks like a directory written by `write_orbax_dir`."""
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     return (path / CONFIG_FILE).is_file() and (path / PARAMS_DIR).is_dir()
 
 
@@ -40,7 +40,7 @@ def read_config(path) -> dict:
     Raises:
       ConversionError: If the file is missing, unreadable or not a JSON object.
     """
-    config_file = pathlib.Path(path) / CONFIG_FILE
+    config_file = epath.Path(path) / CONFIG_FILE
     try:
         fields = json.loads(config_file.read_text())
     except (OSError, UnicodeDecodeError) as e:
@@ -69,7 +69,7 @@ def write_orbax_dir(dst, config: dict, params, tokenizer_dir=None) -> None:
             checkpointer.save(tmp / PARAMS_DIR, params)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if tokenizer_dir is not None and any(
-            (pathlib.Path(tokenizer_dir) / n).is_file() for n in TOKENIZER_FILES
+            (epath.Path(tokenizer_dir) / n).is_file() for n in TOKENIZER_FILES
         ):
             (tmp / TOKENIZER_DIR).mkdir()
             copy_tokenizer_files(tokenizer_dir, tmp / TOKENIZER_DIR)
@@ -81,7 +81,9 @@ def read_params(path) -> dict:
     Raises:
       ConversionError: If `params/` is missing or unreadable.
     """
-    params_dir = (pathlib.Path(path) / PARAMS_DIR).absolute()
+    params_dir = epath.Path(path) / PARAMS_DIR
+    if not storage.is_remote(params_dir):
+        params_dir = params_dir.absolute()
     if not params_dir.is_dir():
         raise ConversionError(f"{params_dir}: no such directory (not a codet5p orbax checkpoint)")
     # A synchronous checkpointer, deliberately not closed in a `with`: closing it after a failed
@@ -113,7 +115,7 @@ def read_params(path) -> dict:
         ) from e
 
 
-def tokenizer_dir_of(path) -> pathlib.Path | None:
+def tokenizer_dir_of(path) -> epath.Path | None:
     """The stored tokenizer directory of an orbax checkpoint, or None."""
-    tokenizer = pathlib.Path(path) / TOKENIZER_DIR
+    tokenizer = epath.Path(path) / TOKENIZER_DIR
     return tokenizer if tokenizer.is_dir() else None

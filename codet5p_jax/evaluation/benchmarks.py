@@ -28,6 +28,8 @@ import functools
 import os
 from collections.abc import Callable, Sequence
 
+from etils import epath
+
 from codet5p_jax.evaluation import (
     bleu,
     execution_results,
@@ -369,7 +371,7 @@ def run_benchmark(
     result.metrics.update(num_samples_per_problem=opts.num_samples)
     result.write(out_dir)
     results_io.write_jsonl(
-        os.path.join(out_dir, "samples.jsonl"),
+        epath.Path(out_dir) / "samples.jsonl",
         ({"task_id": s["task_id"], "completion": s["completion"]} for s in samples),
     )
     return result.metrics

@@ -5,6 +5,8 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
+from etils import epath
+
 from codet5p_jax.evaluation import pass_at_k, results_io
 
 
@@ -24,11 +26,11 @@ class EvaluationResult:
 
     def write(self, out_dir: str | os.PathLike) -> None:
         """Writes metrics.json, samples_results.jsonl and (if any) problems.jsonl into `out_dir`."""
-        results_io.write_jsonl(os.path.join(out_dir, "samples_results.jsonl"), self.samples)
+        results_io.write_jsonl(epath.Path(out_dir) / "samples_results.jsonl", self.samples)
         if self.problems:
-            results_io.write_jsonl(os.path.join(out_dir, "problems.jsonl"), self.problems)
+            results_io.write_jsonl(epath.Path(out_dir) / "problems.jsonl", self.problems)
         # Last, so a metrics.json on disk means the per-sample files beside it are complete.
-        results_io.write_json(os.path.join(out_dir, "metrics.json"), self.metrics)
+        results_io.write_json(epath.Path(out_dir) / "metrics.json", self.metrics)
 
 
 def aggregate(

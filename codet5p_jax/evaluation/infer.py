@@ -11,10 +11,10 @@ feature vocabularies). The file is written to a temporary name and renamed when 
 
 import json
 import logging
-import pathlib
 
 import jax
 import numpy as np
+from etils import epath
 
 import gin
 from codet5p_jax import atomic_files
@@ -73,7 +73,7 @@ def infer(
         repeat=False,
         use_cached=use_cached_tasks,
     )
-    out = pathlib.Path(output_file)
+    out = epath.Path(output_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with atomic_files.atomic_file(out) as f:

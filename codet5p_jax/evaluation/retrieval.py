@@ -26,11 +26,11 @@ a 6,267-code base) is `retrieval_sets.load_cosqa_retrieval`.
 
 import dataclasses
 import json
-import pathlib
 import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from etils import epath
 
 from codet5p_jax.config import STAGE2_ADDED_TOKENS
 
@@ -98,7 +98,7 @@ def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> li
     """
     if on_empty not in ("error", "skip"):
         raise ValueError(f"on_empty must be 'error' or 'skip', got {on_empty!r}")
-    path = pathlib.Path(path)
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Retrieval data file not found: {path}")
     raw = path.read_text(encoding="utf-8")
@@ -166,12 +166,12 @@ def is_corpus_name(data: str) -> bool:
     A path-like string (`/`, a `.json`/`.jsonl`/`.txt` suffix) is a file even when it has a
     ':' in it, so a missing file is reported as a missing file.
     """
-    if ":" not in data or pathlib.Path(data).exists():
+    if ":" not in data or epath.Path(data).exists():
         return False
     name, _ = data.split(":", 1)
     return (
         "/" not in data
-        and pathlib.PurePath(name).suffix == ""
+        and epath.Path(name).suffix == ""
         and not data.endswith((".json", ".jsonl", ".txt"))
     )
 

@@ -13,11 +13,11 @@ Results go to `OUTPUT_DIR/metrics.json` (and TensorBoard events of seqio's logge
 
 import json
 import logging
-import pathlib
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 import gin
 from codet5p_jax import atomic_files
@@ -185,7 +185,7 @@ def evaluate(
     log.info("Evaluating %s", source)
     model = families.build_model(cfg)
     params = jax.device_put(params)
-    out_dir = pathlib.Path(output_dir)
+    out_dir = epath.Path(output_dir)  # gs:// too: seqio's TensorBoard logger uses tf.io.gfile
     out_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
     metrics: dict[str, Any] = {"checkpoint": source}

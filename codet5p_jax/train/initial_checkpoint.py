@@ -17,11 +17,11 @@ Anything else missing, any other extra source parameter, and any shape differenc
 
 import dataclasses
 import logging
-import pathlib
 
 import flax.traverse_util as traverse_util
 import jax
 import numpy as np
+from etils import epath
 
 from codet5p_jax import checkpointing, families, loading
 
@@ -39,7 +39,7 @@ def _flat(tree) -> dict[str, object]:
     return {"/".join(str(k.key) for k in path): v for path, v in flat}
 
 
-def _load_host_params(path: pathlib.Path, cfg, unused_params: tuple[str, ...] = ()):
+def _load_host_params(path: epath.Path, cfg, unused_params: tuple[str, ...] = ()):
     """Host params of an HF or convert-orbax directory, or None for a training-run layout.
 
     Read through the one loader; the trainer's run layout is restored straight into shards by
@@ -82,7 +82,7 @@ def _drop(params, prefixes: tuple[str, ...]):
 
 
 def load_initial_params(
-    path: str | pathlib.Path,
+    path: str | epath.Path,
     fresh_params,
     shardings,
     cfg,
@@ -109,7 +109,7 @@ def load_initial_params(
         (non-head) missing params, or an unreadable checkpoint.
       FileNotFoundError: when `path` holds no checkpoint.
     """
-    path = pathlib.Path(path)
+    path = epath.Path(path)  # gs:// too
     if not path.exists():
         raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH {path} does not exist.")
     abstract = jax.tree.map(

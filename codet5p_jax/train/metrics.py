@@ -15,10 +15,10 @@ Averaging: a metric `stat/<group>` (e.g. `loss/span_denoising`) is weighted by
 window; every other metric is a plain mean over steps.
 """
 
+import contextlib
 import json
 import logging
 import math
-import pathlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 from clu import metric_writers
+from etils import epath
 
 from codet5p_jax import atomic_files
 
@@ -57,12 +58,15 @@ class JsonlWriter(metric_writers.MetricWriter):
         of this step recomputes them, and the file must match the checkpoint (no step twice).
     """
 
-    def __init__(self, path: str | pathlib.Path, keep_through: int | None = None):
-        self.path = pathlib.Path(path)
+    def __init__(self, path: str | epath.Path, keep_through: int | None = None):
+        self.path = epath.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if keep_through is not None and self.path.is_file():
             _truncate_after(self.path, keep_through)
-        self._file = self.path.open("a")
+        # On gs:// (tf.io.gfile) "a" re-uploads the whole object at each flush: GCS objects
+        # cannot be appended to, and an upload is atomic, so the file is never half a row.
+        self._files = contextlib.ExitStack()  # epath's gs:// open() is a context manager
+        self._file = self._files.enter_context(self.path.open("a"))
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]):
         row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -94,10 +98,10 @@ class JsonlWriter(metric_writers.MetricWriter):
         self._file.flush()
 
     def close(self):
-        self._file.close()
+        self._files.close()
 
 
-def _truncate_after(path: pathlib.Path, step: int) -> None:
+def _truncate_after(path: epath.Path, step: int) -> None:
     """Rewrites the JSONL file `path` without its rows of steps after `step`."""
     lines = path.read_text().splitlines(keepends=True)
     kept = [x for x in lines if x.strip() and _row_step(x) <= step]
@@ -158,7 +162,7 @@ class MetricsLogger:
 
     def __init__(
         self,
-        model_dir: str | pathlib.Path | None,
+        model_dir: str | epath.Path | None,
         *,
         total_steps: int,
         tokens_per_step: int,
@@ -171,7 +175,7 @@ class MetricsLogger:
         if model_dir is not None and self.is_lead:
             writers.append(metric_writers.AsyncWriter(metric_writers.SummaryWriter(str(model_dir))))
             writers.append(
-                JsonlWriter(pathlib.Path(model_dir) / "metrics.jsonl", keep_through=start_step)
+                JsonlWriter(epath.Path(model_dir) / "metrics.jsonl", keep_through=start_step)
             )
         self.writer = metric_writers.MultiWriter(writers)
         self.tokens_per_step = tokens_per_step
@@ -188,13 +192,20 @@ class MetricsLogger:
         self._last_step = start_step
         self.history: list[dict[str, float]] = []
 
-    def log(self, step: int, step_metrics: Sequence[tuple[int, Mapping[str, jax.Array]]]) -> dict:
+    def log(
+        self,
+        step: int,
+        step_metrics: Sequence[tuple[int, Mapping[str, jax.Array]]],
+        extra: Mapping[str, float] | None = None,
+    ) -> dict:
         """Fetches, NaN-checks, averages and writes the metrics of steps up to `step`.
 
         Args:
           step: The number of completed steps (the x value written).
           step_metrics: `(step_index, metrics)` for each step since the last call; step_index is
             the 1-based step that produced them.
+          extra: Scalars written as they are (the trainer's `time/*_s`: step, data-wait and
+            checkpoint seconds per step).
 
         Returns:
           The averaged scalars written.
@@ -218,6 +229,7 @@ class MetricsLogger:
         if self.flops_per_step and self.peak:
             scalars["mfu"] = steps * self.flops_per_step / seconds / self.peak
         self._last_time, self._last_step = now, step
+        scalars.update(extra or {})
         self.writer.write_scalars(step, scalars)
         self.history.append({"step": step, **scalars})
         self._print(step, scalars, steps)
@@ -247,9 +259,9 @@ class MetricsLogger:
         self.writer.close()
 
 
-def read_metrics(model_dir: str | pathlib.Path) -> list[dict[str, float]]:
+def read_metrics(model_dir: str | epath.Path) -> list[dict[str, float]]:
     """Rows of `MODEL_DIR/metrics.jsonl` (later rows win when a resumed run rewrote a step)."""
-    path = pathlib.Path(model_dir) / "metrics.jsonl"
+    path = epath.Path(model_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
     by_step = {}
@@ -260,7 +272,7 @@ def read_metrics(model_dir: str | pathlib.Path) -> list[dict[str, float]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | None = None):
+def plot_loss_curve(model_dir: str | epath.Path, out: str | epath.Path | None = None):
     """Writes the training loss (and per-objective losses) against step to a PNG.
 
     Returns:
@@ -274,7 +286,7 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
     rows = read_metrics(model_dir)
     if not rows:
         return None
-    out = pathlib.Path(out) if out else pathlib.Path(model_dir) / "loss_curve.png"
+    out = epath.Path(out) if out else epath.Path(model_dir) / "loss_curve.png"
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     # Component losses: "loss/<objective>" (stage 1) or "loss_<name>" (stage 2).
     keys = ["loss"] + sorted({k for r in rows for k in r if k.startswith(("loss/", "loss_"))})
@@ -284,7 +296,7 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
             ax.plot(*zip(*pts, strict=True), label=k, linewidth=2 if k == "loss" else 1)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy" if len(keys) > 0 else "loss")
-    ax.set_title(pathlib.Path(model_dir).name)
+    ax.set_title(epath.Path(model_dir).name)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -294,7 +306,7 @@ def plot_loss_curve(model_dir: str | pathlib.Path, out: str | pathlib.Path | Non
     return out
 
 
-def summarize(model_dir: str | pathlib.Path) -> str:
+def summarize(model_dir: str | epath.Path) -> str:
     """A few lines on a finished run: steps, first/last loss (per objective), throughput, plot."""
     rows = read_metrics(model_dir)
     if not rows:
@@ -312,7 +324,7 @@ def summarize(model_dir: str | pathlib.Path) -> str:
     ]:
         if key in last:
             lines.append(f"  {key:<28} {last[key]:.4g}")
-    plot = pathlib.Path(model_dir) / "loss_curve.png"
+    plot = epath.Path(model_dir) / "loss_curve.png"
     if plot.is_file():
         lines.append(f"  plot: {plot}")
     return "\n".join(lines)

@@ -16,7 +16,6 @@ import functools
 import logging
 import numbers
 import os
-import pathlib
 import signal
 from collections.abc import Mapping
 from typing import Any
@@ -25,13 +24,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import atomic_files, checkpointing, families, partitioning
+from codet5p_jax import atomic_files, checkpointing, families, partitioning, storage
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
-from codet5p_jax.train import data, initial_checkpoint, optimizers
+from codet5p_jax.train import data, goodput, initial_checkpoint, optimizers
 from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
 from codet5p_jax.train.state import TrainState
@@ -84,14 +84,24 @@ def check_run_parameters(task_feature_lengths, **named) -> None:
             )
 
 
-def check_model_dir(model_dir) -> pathlib.Path:
+def check_model_dir(model_dir) -> epath.Path:
     """MODEL_DIR as a path, if it is (or can be created as) a writable directory.
 
-    Nothing is created here; the run creates it once the whole configuration was accepted.
+    Nothing is created here; the run creates it once the whole configuration was accepted. A
+    `gs://` MODEL_DIR is checked by asking its bucket (exists, answers, credentials work).
     """
-    if not isinstance(model_dir, str | pathlib.Path) or not str(model_dir):
+    if not isinstance(model_dir, str | os.PathLike) or not str(model_dir):
         raise RunConfigError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
-    path = pathlib.Path(model_dir)
+    if storage.is_remote(model_dir):
+        try:
+            storage.check_reachable(model_dir, "MODEL_DIR")
+        except storage.StorageError as e:
+            raise RunConfigError(str(e)) from None
+        path = epath.Path(model_dir)
+        if path.is_file():
+            raise RunConfigError(f"MODEL_DIR {path} exists and is not a directory")
+        return path
+    path = epath.Path(model_dir)
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -212,6 +222,7 @@ def train(
     log_every: int = 50,
     peak_flops: float | None = None,
     plot: bool = True,
+    profile_steps: tuple[int, int] | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Trains (or resumes training of) a model; t5x-style gin entry point.
@@ -244,12 +255,16 @@ def train(
       log_every: Metrics interval in steps.
       peak_flops: Peak FLOP/s per device for MFU (default: datasheet table; CPU unknown).
       plot: Write `loss_curve.png` at the end.
+      profile_steps: `(first, last)`: write a JAX profiler trace of steps first..last-1 into
+        `MODEL_DIR/plugins/profile/` (TensorBoard's profile plugin), e.g. `(20, 25)`.
       stop_after: Stop (with a checkpoint) after this many steps of *this* process, as a
         preemption would (tests); not gin-bindable.
 
     Returns:
-      A summary: `{"step", "final_metrics", "history", "preempted", "losses"}`.
+      A summary: `{"step", "final_metrics", "history", "preempted", "losses", "timing"}`
+      (`timing`: seconds per phase and the badput, see `train/goodput.py`).
     """
+    timer = goodput.Timer()
     check_required(
         MODEL_DIR=model_dir,
         MIXTURE_OR_TASK_NAME=mixture_or_task_name,
@@ -272,6 +287,7 @@ def train(
         },
     )
     model_dir = check_model_dir(model_dir)
+    profile = goodput.Profile(model_dir, profile_steps)
     cfg = model_config or get_preset("tiny")
     data_seed = seed if data_seed is None else data_seed
 
@@ -394,40 +410,53 @@ def train(
     try:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             while step < train_steps:
-                local = next(batches)
-                batch = partitioning.host_local_to_global(local, mesh)
+                with timer.measure("data"):
+                    local = next(batches)
+                    batch = partitioning.host_local_to_global(local, mesh)
                 if compiled is None:
-                    compiled = jitted.lower(state, batch, step_rng).compile()
+                    with timer.measure("compile"):
+                        compiled = jitted.lower(state, batch, step_rng).compile()
                     logger = _make_logger(
                         model_dir, compiled, batch, train_steps, start, peak_flops
                     )
-                state, metrics = compiled(state, batch, step_rng)
+                profile.before_step(step + 1)
+                with timer.measure("step"):
+                    state, metrics = compiled(state, batch, step_rng)
                 step += 1
+                timer.count_step()
                 pending.append((step, metrics))
                 stop = preemption.agreed() or (
                     stop_after is not None and step - start >= stop_after
                 )
                 done = stop or step == train_steps
                 if step % log_every == 0 or step % save_every == 0 or done:
-                    scalars = logger.log(step, pending)  # raises on NaN, before any save
+                    with timer.measure("step"):  # the device time of the dispatched steps
+                        jax.block_until_ready(pending[-1][1])
+                    # raises on NaN, before any save
+                    scalars = logger.log(step, pending, extra=timer.window())
                     losses += [float(jax.device_get(m["loss"])) for _, m in pending]
                     pending = []
                     del scalars
                 if done or step % save_every == 0:
-                    ckpt.save(step, state, _meta(cfg, step, data_meta), force=done)
+                    with timer.measure("checkpoint"):
+                        ckpt.save(step, state, _meta(cfg, step, data_meta), force=done)
                 if stop:
                     preempted = True
                     log.warning("Stopping at step %d (preemption/stop request); saved.", step)
                     break
         failed = False
     finally:
+        profile.stop()
         preemption.restore()
-        ckpt.close()
+        with timer.measure("checkpoint"):  # waits for the last async save
+            ckpt.close()
         if logger is not None:
             logger.close()
         if failed and jax.process_index() == 0 and ckpt.latest_step() is None:
             (model_dir / "config.gin").unlink(missing_ok=True)  # no checkpoint it belongs to
     history = logger.history if logger else []
+    timing = timer.summary()
+    log.info("%s", goodput.describe(timing))
     if jax.process_index() == 0:
         atomic_files.write_text(model_dir / "operative_config.gin", gin.operative_config_str())
         if plot and not preempted:
@@ -439,6 +468,7 @@ def train(
         "losses": losses,
         "preempted": preempted,
         "state": state,
+        "timing": timing,
     }
 
 
