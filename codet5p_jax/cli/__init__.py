@@ -14,6 +14,7 @@ COMMANDS = {
     "train": ("codet5p_jax.cli.train", "train a model from gin configs (t5x-style)"),
     "eval": ("codet5p_jax.cli.eval", "evaluate a checkpoint on a task or benchmark"),
     "infer": ("codet5p_jax.cli.infer", "write a checkpoint's predictions for a task as JSONL"),
+    "generate": ("codet5p_jax.cli.generate", "completions of a checkpoint for text prompts"),
     "convert": ("codet5p_jax.cli.convert", "convert checkpoints between HF and orbax layouts"),
     "export-embedding": (
         "codet5p_jax.cli.export_embedding",

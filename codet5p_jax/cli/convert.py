@@ -3,11 +3,14 @@
 SRC is an HF model directory (config.json + safetensors or pytorch_model.bin, sharded or not), a
 params-only orbax directory, or a training MODEL_DIR (its latest step); the format is detected.
 DST must not exist; it is written in a temporary sibling and renamed, so a failed conversion
-leaves nothing behind.
+leaves nothing behind. Tokenizer files go along, as HF `save_pretrained` writes them: the
+source's own, `--tokenizer DIR`'s, or for a training MODEL_DIR (which stores none) the
+vocabulary the run was trained with (`cli/tokenizer_export.py`).
 
     codet5p convert ./codet5p-220m ./ckpt --to orbax --scan
     codet5p convert ./ckpt ./codet5p-220m-hf --to hf
     codet5p convert ./runs/finetune ./finetuned-hf --to hf
+    codet5p convert ./instructcodet5p-16b ./ckpt --to orbax --scan --dtype bfloat16
 """
 
 import argparse
@@ -15,7 +18,10 @@ import pathlib
 import sys
 import time
 
+import jax.numpy as jnp
+
 from codet5p_jax import loading
+from codet5p_jax.convert import hf_io, orbax_io
 from codet5p_jax.convert.mapping import ConversionError
 
 
@@ -36,7 +42,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="orbax output: stack layers for nn.scan (--scan) or not (--no-scan); default keeps "
         "the source layout (HF sources are unscanned). HF output is always unscanned.",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="write floating params in this dtype (e.g. the released float16 weights as "
+        "float32); default keeps the source's. HF sources are cast tensor by tensor.",
+    )
+    parser.add_argument(
+        "--max-shard-bytes",
+        type=int,
+        default=hf_io.DEFAULT_MAX_SHARD_BYTES,
+        help="HF output: weights larger than this are written as sharded safetensors with an "
+        "index (default 5e9, as HF save_pretrained)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer directory to export with the weights (default: the source's; for a "
+        "training MODEL_DIR, the vocabulary its run used)",
+    )
     return parser
+
+
+def _tokenizer_source(args) -> tuple[str | None, str]:
+    """`(directory to export from, how it was chosen)`; (None, why) keeps the source's."""
+    from codet5p_jax.pretrained import has_tokenizer_files
+
+    if args.tokenizer:
+        return args.tokenizer, "--tokenizer"
+    fmt, directory = loading.resolve(args.src)
+    if fmt == "run":
+        from codet5p_jax.cli.tokenizer_export import run_tokenizer_dir
+
+        found, how = run_tokenizer_dir(directory)
+        return str(found), how
+    own = directory if fmt == "hf" else orbax_io.tokenizer_dir_of(directory)
+    if has_tokenizer_files(own):
+        return None, "the source's"
+    return None, "none: the source has no tokenizer files (pass --tokenizer DIR to add them)"
 
 
 def _step_of(ckpt: loading.Checkpoint, src) -> str:
@@ -55,11 +99,29 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `codet5p convert`; returns the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
+    staged = None
     try:
-        ckpt = loading.convert(args.src, args.dst, args.to, args.scan)
-    except ConversionError as e:
+        dtype = None if args.dtype is None else jnp.dtype(args.dtype)
+        tokenizer, how = _tokenizer_source(args)
+        if tokenizer is not None:
+            from codet5p_jax.cli.tokenizer_export import staged_tokenizer_dir
+
+            staged = staged_tokenizer_dir(tokenizer)
+        ckpt = loading.convert(
+            args.src,
+            args.dst,
+            args.to,
+            args.scan,
+            staged.name if staged else None,
+            dtype=dtype,
+            max_shard_bytes=args.max_shard_bytes,
+        )
+    except (ConversionError, FileNotFoundError, ValueError) as e:
         print(f"codet5p convert: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if staged is not None:
+            staged.cleanup()
     cfg = ckpt.config
     layout = "scanned" if getattr(cfg, "scan_layers", False) else "unscanned"
     print(
@@ -67,4 +129,5 @@ def main(argv: list[str] | None = None) -> int:
         f"({ckpt.family.name} family, {getattr(cfg, 'name', '?')}, {layout}) "
         f"in {time.perf_counter() - start:.1f}s"
     )
+    print(f"tokenizer: {how}" + (f" ({tokenizer})" if tokenizer else ""))
     return 0

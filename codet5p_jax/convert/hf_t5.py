@@ -148,6 +148,12 @@ def hf_to_params(
     Raises:
       ConversionError: On a missing, leftover or misshapen key (all are listed).
     """
+    codegen = [k for k in ("encoder.wte.weight", "decoder.transformer.wte.weight") if k in state]
+    if codegen:
+        raise ConversionError(
+            f"{source}: holds a CodeT5+ 2B-16B (CodeGen) state dict (key {codegen[0]!r}), not the "
+            "T5 layout its config.json names"
+        )
     flat = mapping.apply_hf_to_jax(state, rule_table(cfg), source)
     params = traverse_util.unflatten_dict(flat, sep="/")
     return scan_params(params, cfg) if cfg.scan_layers else params

@@ -59,6 +59,7 @@ class _Options:
     pad_id: int
     stop_table: tuple | None  # hashable copy of the [S, W] table
     cache: CacheSpec  # the model family's: which cache leaves are per row / per beam
+    on_token: object = None  # streaming callback of greedy / sampling (hashable: a function)
 
 
 def repeat_cache(cache, n: int, spec: CacheSpec):
@@ -156,6 +157,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
         top_p=opts.top_p,
         forced=jnp.repeat(forced, n, axis=0),
         forced_len=jnp.repeat(forced_len, n, axis=0),
+        on_token=opts.on_token,
         **common,
     )
     seq_len = out.tokens.shape[-1]
@@ -222,6 +224,7 @@ def generate(
     decoder_prefix_ids=None,
     decoder_prefix_mask=None,
     max_input_length: int | None = None,
+    on_token=None,
 ) -> GenerateOutput:
     """Generates continuations of a batch of (padded) prompts with a `CodeT5pEncDec` network.
 
@@ -249,6 +252,9 @@ def generate(
       decoder_prefix_mask: `[B, P]` 1 for real prefix tokens; default `!= pad_token_id`.
       max_input_length: Reject prompts with more real tokens than this (the caller's limit,
         e.g. the tokenizer's 512); None = no limit.
+      on_token: Streaming hook of "greedy" / "sample": `on_token(tokens [B*N], written [B*N])`
+        on the host at every step, in order (see `sampling.temperature_sample`). Beams are
+        reordered as they go, so "beam" refuses it.
 
     Returns:
       A `GenerateOutput` of numpy arrays.
@@ -280,6 +286,10 @@ def generate(
             raise ValueError(f"top_k must be >= 0; got {top_k}.")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
+    if on_token is not None and method == "beam":
+        raise ValueError(
+            "on_token streams greedy or sampled tokens; beams are only final at the end."
+        )
     input_ids = _as_int_matrix(input_ids, "input_ids")
     if attention_mask is None:
         mask = input_ids != cfg.pad_token_id
@@ -319,6 +329,7 @@ def generate(
         pad_id=cfg.pad_token_id,
         stop_table=None if table is None else tuple(map(tuple, table.tolist())),
         cache=family.cache,
+        on_token=on_token,
     )
     tokens, lengths, scores = _generate_jit(
         model,

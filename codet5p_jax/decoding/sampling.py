@@ -154,6 +154,7 @@ def temperature_sample(
     stop_table=None,
     forced=None,
     forced_len=None,
+    on_token=None,
 ) -> DecodeResult:
     """Greedy (`temperature=0`) or sampled decoding in one `lax.while_loop`.
 
@@ -171,6 +172,9 @@ def temperature_sample(
       stop_table: `[S, W]` from `stop_sequence_table`, or None.
       forced: `[B, F]` prefix tokens still to feed (see module docstring), or None.
       forced_len: `[B]` number of valid entries of each `forced` row.
+      on_token: Host callback `(tokens [B], written [B] bool)` called in order at every step
+        (`jax.debug.callback`), for streaming; `written` is False for forced prefix tokens and
+        finished rows. None (default) adds nothing to the compiled loop.
 
     Returns:
       A `DecodeResult`.
@@ -192,6 +196,8 @@ def temperature_sample(
         token = jnp.where(is_forced, forced_tok, choose(state.step, logits).astype(jnp.int32))
         gen_index = state.step - forced_len  # [B] index of this token among generated ones
         write = ~is_forced & ~state.done
+        if on_token is not None:
+            jax.debug.callback(on_token, token, write, ordered=True)
         tokens = jnp.where(
             write[:, None] & (positions == gen_index[:, None]), token[:, None], state.tokens
         )

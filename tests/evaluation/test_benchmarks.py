@@ -125,3 +125,25 @@ def test_bad_requests(tmp_path):
             "humaneval", lambda p, n: [["x"]], tmp_path, limit=1, num_samples=2
         )
     assert not (tmp_path / "metrics.json").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("lang", ["go", "java", "javascript", "php", "python", "ruby"])
+def test_summarize_lang_on_codesearchnet_samples(tmp_path, shared_dir, lang):
+    path = shared_dir / "reference" / "datasets" / "codesearchnet" / lang
+    path = str(path / "csn_codexglue_hf_dummy.jsonl")
+    name = f"summarize-{lang}"
+    problems = benchmarks.load_problems(name, benchmarks.make_options(path=path))
+    by_code = {p["model_prompt"]: p["reference"] for p in problems.values()}
+    perfect = benchmarks.run_benchmark(
+        name, lambda prompts, n, **_: [[by_code[p]] for p in prompts], tmp_path / "a", path=path
+    )
+    assert perfect["bleu"] == pytest.approx(100.0) and perfect["num_examples"] == 9
+    assert perfect["benchmark"] == name
+    # An imperfect summary scores as the language-agnostic summarization benchmark does.
+    weak = lambda prompts, n, **_: [["returns the value of the"] for _ in prompts]  # noqa: E731
+    got = benchmarks.run_benchmark(name, weak, tmp_path / "b", path=path)["bleu"]
+    ref = benchmarks.run_benchmark("summarization", weak, tmp_path / "c", path=path)["bleu"]
+    assert got == pytest.approx(ref) and got < 100.0
+    other = "ruby" if lang != "ruby" else "go"
+    with pytest.raises(ValueError, match=f"a '{lang}' record in a summarize-{other} run"):
+        benchmarks.load_problems(f"summarize-{other}", benchmarks.make_options(path=path))

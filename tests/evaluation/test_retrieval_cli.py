@@ -43,7 +43,7 @@ def test_cli_on_model_dir_matches_library_and_reports_skipped_k(
     )  # fmt: skip
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["num_pairs"] == 6 and "R@[10]" in out["skipped"]
+    assert out["num_queries"] == out["num_candidates"] == 6 and "R@[10]" in out["skipped"]
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     pairs = retrieval.load_pairs(data)
     expected = retrieval.evaluate_pairs(
@@ -75,3 +75,23 @@ def test_export_embedding_from_model_dir(model_dir, tmp_path):
     net = {k: v for k, v in params.items() if k != TEMPERATURE_KEY}
     expected = model.apply({"params": net}, ids, method=model.embed)
     np.testing.assert_allclose(np.asarray(emb.embed(ids)), np.asarray(expected), atol=1e-6)
+
+
+@pytest.mark.parametrize("limit", ["0", "-3"])
+def test_cli_rejects_non_positive_limit(model_dir, limit, capsys):
+    path, _, _ = model_dir
+    with pytest.raises(SystemExit) as e:
+        retrieval_cli.main(["--model", str(path), "--data", "x.jsonl", "--limit", limit])
+    assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        retrieval.load_eval_pairs("x.jsonl", limit=int(limit))
+
+
+def test_missing_file_with_a_colon_is_a_missing_file(model_dir, tmp_path, capsys):
+    path, _, _ = model_dir
+    missing = tmp_path / "run:2" / "pairs.jsonl"
+    assert retrieval_cli.main(["--model", str(path), "--data", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and str(missing) in err
+    assert not retrieval.is_corpus_name("pairs:v2.jsonl")
+    assert retrieval.is_corpus_name("stdlib:validation")

@@ -93,3 +93,40 @@ def test_written_vectors_get_an_ordinary_file_mode(tmp_path, suffix):
     finally:
         os.umask(old)
     assert (tmp_path / f"v{suffix}").stat().st_mode & 0o777 == 0o644
+
+
+def test_written_vectors_follow_a_restrictive_umask_too(tmp_path):
+    old = os.umask(0o027)
+    try:
+        embed_cli.write_vectors(tmp_path / "v.npy", np.zeros((2, 3), np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "v.npy").stat().st_mode & 0o777 == 0o640
+
+
+def test_list_fields_are_joined_and_json_lists_are_read(tmp_path):
+    rows = [{"code_tokens": ["def", "f", "(", ")", ":"], "code": "def f():"}]
+    (tmp_path / "a.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    for name in ("a.jsonl", "a.json"):
+        assert embed_cli.read_items(tmp_path / name, "code_tokens") == ["def f ( ) :"]
+        assert embed_cli.read_items(tmp_path / name, "code") == ["def f():"]
+
+
+def test_json_without_field_is_refused_not_embedded_raw(tmp_path):
+    path = tmp_path / "corpus.txt"  # JSONL content under a text name
+    path.write_text(json.dumps({"code": "x = 1"}) + "\n")
+    with pytest.raises(ValueError, match="holds JSON records: pass --field"):
+        embed_cli.read_items(path)
+    assert embed_cli.read_items(path, raw_lines=True) == ['{"code": "x = 1"}']
+
+
+def test_embed_flags_reject_bad_values(embedding_dir, tmp_path, capsys):
+    path, _, _ = embedding_dir
+    (tmp_path / "in.txt").write_text("a\n")
+    with pytest.raises(SystemExit) as e:
+        embed_cli.main(
+            ["--model", str(path), "--input", str(tmp_path / "in.txt"), "--output",
+             str(tmp_path / "v.npy"), "--batch-size", "0"]
+        )  # fmt: skip
+    assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
