@@ -74,7 +74,10 @@ def parse_args(argv=None):
     t.add_argument("--fallbacks", default=DEFAULT_FALLBACKS, help="'' for none")
     g = sub.add_parser("generate", help="greedy decoding new tokens/s")
     _common(g, new_tokens=True)
-    sub.add_parser("data", help="input pipeline tokens/s (benchmarks/data_throughput.py)")
+    # No -h of its own: every argument, --help included, goes to data_throughput.py.
+    sub.add_parser(
+        "data", help="input pipeline tokens/s (benchmarks/data_throughput.py)", add_help=False
+    )
     return p.parse_known_args(argv)
 
 
