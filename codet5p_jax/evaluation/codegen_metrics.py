@@ -79,8 +79,9 @@ def codebleu(references: Sequence[str], predictions: Sequence[str], language: st
         import codebleu as codebleu_package
     except ModuleNotFoundError as e:
         raise ValueError(f"CodeBLEU needs the codebleu package: {CODEBLEU_INSTALL}") from e
-    if language not in codebleu_package.AVAILABLE_LANGS:
-        raise ValueError(f"CodeBLEU has no language {language!r}: {codebleu_package.AVAILABLE_LANGS}")
+    known = codebleu_package.AVAILABLE_LANGS
+    if language not in known:
+        raise ValueError(f"CodeBLEU has no language {language!r}; it knows {known}")
     if language == "php":
         references, predictions = (
             [x if x.lstrip().startswith("<?php") else _PHP_OPEN_TAG + x for x in codes]
