@@ -1,12 +1,12 @@
-"""`rag-<lang>` benchmarks: retrieval-augmented text-to-code generation scored by EM and BLEU-4.
+"""`rag-<lang>` benchmarks: retrieval-augmented text-to-code generation: EM, BLEU-4, CodeBLEU.
 
 For each CodeSearchNet-format record of `path` (`docstring_tokens` → the query, `code_tokens`
 → the reference, both joined with spaces), `codet5p_jax.evaluation.rag.rag_generate` retrieves
 `k` codes from the index at `index` (the record's own code and its exact duplicates excluded:
 the paper's leakage guard) and generates with the checkpoint being evaluated. Scores
-(`codegen_metrics`): exact match and corpus BLEU-4 ×100; with `baseline=True` the same
-generator without retrieval (k = 0) is scored beside it. CodeBLEU is not reported (see
-`codegen_metrics`).
+(`codegen_metrics`): exact match, corpus BLEU-4 and CodeBLEU (the `codebleu` package with the
+benchmark's language, its four components beside it) ×100; with `baseline=True` the same
+generator without retrieval (k = 0) is scored beside it.
 """
 
 import dataclasses
@@ -32,6 +32,7 @@ class RagOptions:
       k: Retrieved codes per query (>= 1).
       baseline: Also generate without retrieval (k = 0) and report it as "no_retrieval".
       exclude_gold: Drop each query's own code (and exact duplicates) from its neighbours.
+      codebleu: Also score CodeBLEU (needs the `codebleu` package; checked before generating).
       limit: Use the first `limit` records.
       max_input_length / query_length / max_new_tokens / method / num_beams / batch_size:
         passed to `rag_generate`.
@@ -42,6 +43,7 @@ class RagOptions:
     k: int = 1
     baseline: bool = True
     exclude_gold: bool = True
+    codebleu: bool = True
     limit: int | None = None
     max_input_length: int = 512
     query_length: int = 128
@@ -96,11 +98,17 @@ def load_records(name: str, opts: RagOptions) -> tuple[list[str], list[str]]:
     return queries, codes
 
 
-def _scores(references, predictions) -> dict:
-    return {
+def _scores(references, predictions, language: str | None) -> dict:
+    """EM and BLEU-4, and CodeBLEU (`codebleu`, `codebleu_<component>`) when `language` is set."""
+    scores = {
         "exact_match": codegen_metrics.exact_match(references, predictions),
         "bleu": codegen_metrics.corpus_bleu(references, predictions),
     }
+    if language is not None:
+        parts = codegen_metrics.codebleu(references, predictions, language)
+        scores["codebleu"] = parts.pop("codebleu")
+        scores.update({f"codebleu_{key}": value for key, value in parts.items()})
+    return scores
 
 
 def run(name: str, out_dir, generator, **options) -> dict:
@@ -117,6 +125,9 @@ def run(name: str, out_dir, generator, **options) -> dict:
     """
     opts = make_options(**options)
     queries, references = load_records(name, opts)
+    language = name[len("rag-") :] if opts.codebleu else None
+    if language is not None:  # fail before generating, not after
+        codegen_metrics.codebleu([references[0]], [references[0]], language)
     try:
         rag = importlib.import_module(RAG_MODULE)
     except ModuleNotFoundError as e:
@@ -132,17 +143,16 @@ def run(name: str, out_dir, generator, **options) -> dict:
     gold = references if opts.exclude_gold else None
     out = rag.rag_generate(queries, opts.index, generator, k=opts.k, gold_codes=gold, **common)
     metrics = {"benchmark": name, "num_examples": len(queries), "k": opts.k}
-    metrics["rag"] = _scores(references, out.texts)
+    metrics["rag"] = _scores(references, out.texts, language)
     rows = [
         {"query": q, "reference": r, "prediction": p, "retrieved_ids": list(ids)}
         for q, r, p, ids in zip(queries, references, out.texts, out.retrieved_ids, strict=True)
     ]
     if opts.baseline:
         plain = rag.rag_generate(queries, opts.index, generator, k=0, **common)
-        metrics["no_retrieval"] = _scores(references, plain.texts)
+        metrics["no_retrieval"] = _scores(references, plain.texts, language)
         for row, text in zip(rows, plain.texts, strict=True):
             row["prediction_no_retrieval"] = text
-    metrics["codebleu"] = "not computed (see codet5p_jax/evaluation/codegen_metrics.py)"
     out_path = pathlib.Path(out_dir)
     out_path.mkdir(parents=True, exist_ok=True)
     results_io.write_jsonl(out_path / f"{name}_predictions.jsonl", rows)

@@ -1,9 +1,10 @@
-"""`rag-<lang>` plumbing and its metrics (EM, corpus BLEU-4), with a stand-in RAG module.
+"""`rag-<lang>` plumbing and its metrics (EM, corpus BLEU-4, CodeBLEU), with a stand-in RAG module.
 
 The retriever + generator (`codet5p_jax.evaluation.rag.rag_generate`) is another module's; here
 a stand-in records its calls, so the test checks what the benchmark sends (queries, the gold
 codes for the leakage guard, k) and how it scores what comes back. BLEU values are computed by
-hand from the definition (CodeXGLUE text-to-code `bleu.py`).
+hand from the definition (CodeXGLUE text-to-code `bleu.py`); CodeBLEU's own references are in
+`test_codebleu.py`.
 """
 
 import json
@@ -16,6 +17,7 @@ import pytest
 from codet5p_jax.evaluation import benchmarks, codegen_metrics, rag_benchmark
 
 CSN_PY = "reference/datasets/codesearchnet/python/csn_codexglue_hf_dummy.jsonl"
+CODEBLEU_PARTS = ("", "_ngram_match", "_weighted_ngram_match", "_syntax_match", "_dataflow_match")
 
 
 def test_exact_match_and_bleu_by_hand():
@@ -58,9 +60,19 @@ def test_rag_python_scores_rag_and_baseline(fake_rag, shared_dir, tmp_path):
     golds = [" ".join(r["code_tokens"]) for r in records]
     assert fake_rag[0]["gold_codes"] == golds and fake_rag[0]["k"] == 2  # leakage guard
     assert fake_rag[1]["k"] == 0 and fake_rag[0]["max_new_tokens"] == 16
-    assert metrics["rag"] == {"exact_match": 100.0, "bleu": pytest.approx(100.0)}
+    assert metrics["rag"] == {
+        "exact_match": 100.0,
+        "bleu": pytest.approx(100.0),
+        **{f"codebleu{part}": 100.0 for part in CODEBLEU_PARTS},
+    }
     assert metrics["no_retrieval"]["exact_match"] == 0.0
     assert metrics["no_retrieval"]["bleu"] == codegen_metrics.corpus_bleu(golds, ["pass"] * 9)
+    # CodeBLEU with the benchmark's language: as the package scores "pass" against the golds.
+    from codebleu import calc_codebleu
+
+    direct = calc_codebleu(golds, ["pass"] * 9, lang="python")
+    assert metrics["no_retrieval"]["codebleu"] == 100 * direct["codebleu"] < 50
+    assert metrics["no_retrieval"]["codebleu_syntax_match"] == 100 * direct["syntax_match_score"]
     rows = [
         json.loads(x)
         for x in (tmp_path / "rag-python_predictions.jsonl").read_text().split("\n")
@@ -68,6 +80,19 @@ def test_rag_python_scores_rag_and_baseline(fake_rag, shared_dir, tmp_path):
     ]
     assert [r["query"] for r in rows] == [" ".join(r["docstring_tokens"]) for r in records]
     assert json.loads((tmp_path / "rag-python_rag.json").read_text()) == metrics
+
+
+def test_rag_codebleu_optional_and_checked_before_generating(
+    fake_rag, shared_dir, tmp_path, monkeypatch
+):
+    path = str(shared_dir / CSN_PY)
+    run = dict(generator="G", path=path, index="I", baseline=False)
+    metrics = benchmarks.run_benchmark("rag-python", None, tmp_path, codebleu=False, **run)
+    assert set(metrics["rag"]) == {"exact_match", "bleu"}
+    monkeypatch.setitem(sys.modules, "codebleu", None)  # not installed
+    with pytest.raises(ValueError, match="CodeBLEU needs the codebleu package: pip install"):
+        benchmarks.run_benchmark("rag-python", None, tmp_path, **run)
+    assert len(fake_rag) == 1  # only the codebleu=False run generated
 
 
 def test_rag_bad_requests(fake_rag, shared_dir, tmp_path):
