@@ -66,8 +66,11 @@ def state_bytes(abstract_state, partition=None) -> dict[str, int]:
 
 
 def gib(n: float) -> str:
-    """`1.50 GiB`."""
-    return f"{n / GIB:.2f} GiB"
+    """`1.50 GiB` (MiB / KiB below a GiB / MiB)."""
+    for unit, size in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
 
 
 def _dtypes(tree) -> str:
