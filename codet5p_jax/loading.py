@@ -95,8 +95,12 @@ def _config_error(source, e: Exception) -> ConversionError:
     return ConversionError(str(e) if str(e).startswith(str(source)) else f"{source}: {e}")
 
 
-def read_hf(directory: pathlib.Path):
-    """`(config, unscanned params)` of an HF directory, through its family's rule table."""
+def read_hf(directory: pathlib.Path, dtype=None):
+    """`(config, unscanned params)` of an HF directory, through its family's rule table.
+
+    Tensors are read (and cast to `dtype`, when given) one at a time as the rule table consumes
+    them, so a sharded checkpoint never sits in host memory beside its converted params.
+    """
     hf = hf_io.read_hf_config(directory)
     source = directory / hf_io.CONFIG_FILE
     try:
@@ -106,7 +110,7 @@ def read_hf(directory: pathlib.Path):
         raise ConversionError(f"{source}: missing field {e}") from e
     except (ValueError, TypeError) as e:
         raise _config_error(source, e) from e
-    state = hf_io.read_hf_state(directory)
+    state = hf_io.read_hf_state(directory, dtype)
     return config, family.hf.hf_to_params(state, config, str(directory))
 
 
@@ -135,12 +139,26 @@ def read_run_step(step_dir: pathlib.Path):
     return config, params, step
 
 
-def load(path, *, scan_layers: bool | None = None) -> Checkpoint:
+def _cast_floating(params, dtype):
+    """Floating leaves of `params` as `dtype` (integer leaves untouched)."""
+    dtype = np.dtype(dtype)
+
+    def cast(x):
+        x = np.asarray(x)
+        floating = np.issubdtype(x.dtype, np.floating) or x.dtype.kind == "V"  # V: bfloat16
+        return x.astype(dtype, copy=False) if floating else x
+
+    return jax.tree.map(cast, params)
+
+
+def load(path, *, scan_layers: bool | None = None, dtype=None) -> Checkpoint:
     """Loads any supported checkpoint into host memory.
 
     Args:
       path: An HF, orbax or training-run directory (see the module docstring).
       scan_layers: Layout of the returned params; None keeps the stored one (HF is unscanned).
+      dtype: Floating params are returned in this dtype (e.g. the released float16 weights as
+        float32); None keeps the stored dtypes. HF tensors are cast one at a time as read.
 
     Returns:
       The `Checkpoint`.
@@ -152,7 +170,7 @@ def load(path, *, scan_layers: bool | None = None) -> Checkpoint:
     fmt, directory = resolve(path)
     step = None
     if fmt == "hf":
-        config, params = read_hf(directory)
+        config, params = read_hf(directory, dtype)
         tokenizer_dir = directory
     elif fmt == "orbax":
         config, params = read_orbax(directory)
@@ -160,6 +178,8 @@ def load(path, *, scan_layers: bool | None = None) -> Checkpoint:
     else:
         config, params, step = read_run_step(directory)
         tokenizer_dir = None
+    if dtype is not None and fmt != "hf":
+        params = _cast_floating(params, dtype)
     if scan_layers is not None:
         config, params = families.family_of(config).relayout(params, config, scan_layers)
     return Checkpoint(config, params, tokenizer_dir, fmt, directory, step)
@@ -173,7 +193,15 @@ def _dominant_dtype(state: dict[str, np.ndarray]) -> str:
     return sizes.most_common(1)[0][0]
 
 
-def save(dst, config, params, fmt: str, tokenizer_dir=None) -> None:
+def save(
+    dst,
+    config,
+    params,
+    fmt: str,
+    tokenizer_dir=None,
+    *,
+    max_shard_bytes: int = hf_io.DEFAULT_MAX_SHARD_BYTES,
+) -> None:
     """Writes `params` as a new `fmt` directory `dst`, all-or-nothing.
 
     Args:
@@ -182,6 +210,8 @@ def save(dst, config, params, fmt: str, tokenizer_dir=None) -> None:
       params: Param tree (plain arrays, or the `nn.Partitioned` boxes `model.init` returns).
       fmt: "hf" or "orbax".
       tokenizer_dir: Directory whose tokenizer files are copied along, or None.
+      max_shard_bytes: HF output: weights over this size are written as sharded safetensors
+        with an index.
 
     Raises:
       ConversionError: If `dst` exists, `fmt` is unknown, the family has no HF layout, or the
@@ -190,12 +220,12 @@ def save(dst, config, params, fmt: str, tokenizer_dir=None) -> None:
     params = nn.unbox(params)
     family = families.family_of(config)
     try:
-        _save(dst, config, params, fmt, tokenizer_dir, family)
+        _save(dst, config, params, fmt, tokenizer_dir, family, max_shard_bytes)
     except atomic_files.DestinationError as e:
         raise ConversionError(str(e)) from None
 
 
-def _save(dst, config, params, fmt, tokenizer_dir, family) -> None:
+def _save(dst, config, params, fmt, tokenizer_dir, family, max_shard_bytes) -> None:
     if fmt == "hf":
         if family.hf is None:
             raise ConversionError(f"model family {family.name!r} has no HF layout to export to")
@@ -203,7 +233,10 @@ def _save(dst, config, params, fmt, tokenizer_dir, family) -> None:
         hf = family.hf.config_to_hf(config)
         # Record the dtype actually written, so `dtype="auto"` loaders keep it.
         hf["torch_dtype"] = _dominant_dtype(state)
-        hf_io.write_hf_dir(dst, hf, state, tokenizer_dir)
+        extra = {} if family.hf.readme is None else {"README.md": family.hf.readme(config)}
+        hf_io.write_hf_dir(
+            dst, hf, state, tokenizer_dir, extra_files=extra, max_shard_bytes=max_shard_bytes
+        )
     elif fmt == "orbax":
         family.check_params(params, config, "params")
         params = jax.tree.map(np.asarray, params)
@@ -212,7 +245,15 @@ def _save(dst, config, params, fmt, tokenizer_dir, family) -> None:
         raise ConversionError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
 
 
-def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
+def convert(
+    src,
+    dst,
+    to: str,
+    scan: bool | None = None,
+    *,
+    dtype=None,
+    max_shard_bytes: int = hf_io.DEFAULT_MAX_SHARD_BYTES,
+) -> Checkpoint:
     """Converts the checkpoint at `src` into a new `to`-format directory `dst`.
 
     Args:
@@ -220,6 +261,8 @@ def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
       dst: Directory to create.
       to: "hf" or "orbax".
       scan: Layout of orbax output (None keeps the source's); HF output is always unscanned.
+      dtype: Floating params written in this dtype; None keeps the source's.
+      max_shard_bytes: HF output: larger weights are written as sharded safetensors.
 
     Returns:
       The loaded source checkpoint, in the layout that was written.
@@ -229,6 +272,6 @@ def convert(src, dst, to: str, scan: bool | None = None) -> Checkpoint:
     """
     if to == "hf" and scan:
         raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
-    ckpt = load(src, scan_layers=False if to == "hf" else scan)
-    save(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir)
+    ckpt = load(src, scan_layers=False if to == "hf" else scan, dtype=dtype)
+    save(dst, ckpt.config, ckpt.params, to, ckpt.tokenizer_dir, max_shard_bytes=max_shard_bytes)
     return ckpt

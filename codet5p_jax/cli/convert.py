@@ -8,6 +8,7 @@ leaves nothing behind.
     codet5p convert ./codet5p-220m ./ckpt --to orbax --scan
     codet5p convert ./ckpt ./codet5p-220m-hf --to hf
     codet5p convert ./runs/finetune ./finetuned-hf --to hf
+    codet5p convert ./instructcodet5p-16b ./ckpt --to orbax --scan --dtype bfloat16
 """
 
 import argparse
@@ -15,7 +16,10 @@ import pathlib
 import sys
 import time
 
+import jax.numpy as jnp
+
 from codet5p_jax import loading
+from codet5p_jax.convert import hf_io
 from codet5p_jax.convert.mapping import ConversionError
 
 
@@ -35,6 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="orbax output: stack layers for nn.scan (--scan) or not (--no-scan); default keeps "
         "the source layout (HF sources are unscanned). HF output is always unscanned.",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="write floating params in this dtype (e.g. the released float16 weights as "
+        "float32); default keeps the source's. HF sources are cast tensor by tensor.",
+    )
+    parser.add_argument(
+        "--max-shard-bytes",
+        type=int,
+        default=hf_io.DEFAULT_MAX_SHARD_BYTES,
+        help="HF output: weights larger than this are written as sharded safetensors with an "
+        "index (default 5e9, as HF save_pretrained)",
     )
     return parser
 
@@ -56,7 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     start = time.perf_counter()
     try:
-        ckpt = loading.convert(args.src, args.dst, args.to, args.scan)
+        dtype = None if args.dtype is None else jnp.dtype(args.dtype)
+        ckpt = loading.convert(
+            args.src,
+            args.dst,
+            args.to,
+            args.scan,
+            dtype=dtype,
+            max_shard_bytes=args.max_shard_bytes,
+        )
     except ConversionError as e:
         print(f"codet5p convert: error: {e}", file=sys.stderr)
         return 1

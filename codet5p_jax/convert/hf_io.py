@@ -2,8 +2,9 @@
 
 Reads `config.json` plus one of `model.safetensors`, `model.safetensors.index.json`,
 `pytorch_model.bin` or `pytorch_model.bin.index.json` (in that order of preference; shards are
-listed by the index's `weight_map`). Writes `config.json` + `model.safetensors` in the released
-layout and copies the tokenizer files a source directory had. Family-agnostic: which family
+listed by the index's `weight_map`), lazily, one tensor at a time (`hf_state.py`). Writes
+`config.json` + safetensors (sharded with an index when large) in the released layout and
+copies the tokenizer files a source directory had. Family-agnostic: which family
 reads a `config.json`, and how its state dict maps to params, is `codet5p_jax.loading`'s
 business (through the family registry).
 """
@@ -17,11 +18,14 @@ import safetensors
 import safetensors.numpy
 
 from codet5p_jax.atomic_files import atomic_directory
+from codet5p_jax.convert import hf_state
 from codet5p_jax.convert.mapping import ConversionError
-from codet5p_jax.convert.torch_pickle import load_torch_state_dict
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
+# HF `save_pretrained`'s default `max_shard_size` ("5GB").
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 # Preference order when a directory holds several formats.
 WEIGHT_FILES = (
     SAFETENSORS_FILE,
@@ -62,50 +66,25 @@ def read_hf_config(path) -> dict:
     return hf
 
 
-def _read_weight_file(file: pathlib.Path) -> dict[str, np.ndarray]:
-    if not file.is_file():
-        raise ConversionError(f"{file}: no such file")
-    if file.suffix == ".bin":
-        return load_torch_state_dict(file)
-    try:
-        return safetensors.numpy.load_file(file)
-    except (safetensors.SafetensorError, OSError, ValueError) as e:
-        raise ConversionError(f"{file}: corrupt or unreadable safetensors file: {e}") from e
+def read_hf_state(path, dtype=None) -> hf_state.LazyState:
+    """The state dict of the HF directory `path`, read lazily (one tensor per access).
 
-
-def _read_sharded(index_file: pathlib.Path) -> dict[str, np.ndarray]:
-    """Reads every shard an index names and checks each holds exactly its listed keys."""
-    try:
-        weight_map = json.loads(index_file.read_text())["weight_map"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ConversionError(f"{index_file}: unreadable shard index: {e!r}") from e
-    by_shard: dict[str, set[str]] = {}
-    for key, shard in weight_map.items():
-        by_shard.setdefault(shard, set()).add(key)
-    state = {}
-    for shard, keys in sorted(by_shard.items()):
-        tensors = _read_weight_file(index_file.parent / shard)
-        if set(tensors) != keys:
-            extra, missing = sorted(set(tensors) - keys), sorted(keys - set(tensors))
-            raise ConversionError(
-                f"{index_file.parent / shard} does not match {index_file.name}: "
-                f"keys not in the index {extra[:5]}, indexed keys missing {missing[:5]}"
-            )
-        state.update(tensors)
-    return state
-
-
-def read_hf_state(path) -> dict[str, np.ndarray]:
-    """The state dict of the HF directory `path` as numpy arrays, in the files' dtypes.
+    Args:
+      path: An HF model directory.
+      dtype: Floating tensors are cast to it as they are read (e.g. float16 -> float32); None
+        keeps the files' dtypes.
 
     Raises:
-      ConversionError: If no weight file is present, or one is corrupt or inconsistent.
+      ConversionError: If no weight file is present, or one is missing, corrupt or inconsistent
+        with its index.
     """
     path = pathlib.Path(path)
     for name in WEIGHT_FILES:
         file = path / name
         if file.is_file():
-            return _read_sharded(file) if name.endswith(".index.json") else _read_weight_file(file)
+            if name.endswith(".index.json"):
+                return hf_state.open_index(file, dtype)
+            return hf_state.open_weight_file(file, dtype)
     raise ConversionError(f"{path}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
 
 
@@ -119,22 +98,61 @@ def copy_tokenizer_files(src, dst) -> list[str]:
     return copied
 
 
-def write_hf_dir(dst, hf_config: dict, state: dict[str, np.ndarray], tokenizer_dir=None) -> None:
-    """Writes `config.json` + `model.safetensors` (+ tokenizer files) to a new directory.
+def _shards(state: dict[str, np.ndarray], max_shard_bytes: int) -> list[list[str]]:
+    """Keys grouped in order into shards of at most `max_shard_bytes` (a bigger tensor alone)."""
+    shards, size = [[]], 0
+    for key, value in state.items():
+        if shards[-1] and size + value.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(key)
+        size += value.nbytes
+    return shards
 
-    Nothing is left at `dst` if anything fails (the directory is built beside it, then renamed).
+
+def write_hf_dir(
+    dst,
+    hf_config: dict,
+    state: dict[str, np.ndarray],
+    tokenizer_dir=None,
+    *,
+    extra_files: dict[str, str] | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+) -> None:
+    """Writes `config.json` + safetensors weights (+ tokenizer files) to a new directory.
+
+    A state dict over `max_shard_bytes` is written as `model-0000i-of-0000n.safetensors` shards
+    plus `model.safetensors.index.json` (HF's sharded layout); a smaller one as
+    `model.safetensors`. Nothing is left at `dst` if anything fails (the directory is built
+    beside it, then renamed).
 
     Args:
       dst: Directory to create; must not exist.
       hf_config: The `config.json` contents.
       state: HF key -> numpy array (a family's `params_to_hf` output).
       tokenizer_dir: Directory whose tokenizer files are copied along, or None.
+      extra_files: File name -> text written beside the weights (e.g. a README note).
+      max_shard_bytes: Largest shard written.
 
     Raises:
       ConversionError: If `dst` exists.
     """
     with atomic_directory(dst) as tmp:
-        safetensors.numpy.save_file(state, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+        total = sum(v.nbytes for v in state.values())
+        if total <= max_shard_bytes:
+            safetensors.numpy.save_file(state, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+        else:
+            shards = _shards(state, max_shard_bytes)
+            weight_map = {}
+            for i, keys in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                tensors = {k: state[k] for k in keys}
+                safetensors.numpy.save_file(tensors, tmp / name, metadata={"format": "pt"})
+                weight_map.update(dict.fromkeys(keys, name))
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / SAFETENSORS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
         if tokenizer_dir is not None:
             copy_tokenizer_files(tokenizer_dir, tmp)

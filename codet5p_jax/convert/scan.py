@@ -27,12 +27,14 @@ def is_scanned(params: Mapping) -> bool:
     return "layers" in params.get("encoder", {})
 
 
-def scan_params(params: Mapping, cfg: T5Config) -> dict:
+def scan_params(params: Mapping, cfg: T5Config, stacks: Mapping[str, int] | None = None) -> dict:
     """Unscanned -> scanned: stacks `layers_{i}` into `layers` with a leading layer axis.
 
     Args:
       params: Unscanned param tree (nested dicts of arrays).
       cfg: The model config (gives the number of blocks per stack).
+      stacks: Stack name -> number of uniform blocks, for other families (default: the T5
+        config's stacks). Blocks past that number (a stack's unrolled tail) are left alone.
 
     Returns:
       A new tree; untouched subtrees are shared with `params`.
@@ -41,7 +43,7 @@ def scan_params(params: Mapping, cfg: T5Config) -> dict:
       ConversionError: If a block is missing or the blocks' trees differ.
     """
     out = dict(params)
-    for stack, num_layers in _stacks(cfg).items():
+    for stack, num_layers in (stacks or _stacks(cfg)).items():
         sub = dict(params[stack])
         names = [f"layers_{i}" for i in range(num_layers)]
         missing = [n for n in names if n not in sub]
@@ -57,12 +59,13 @@ def scan_params(params: Mapping, cfg: T5Config) -> dict:
     return out
 
 
-def unscan_params(params: Mapping, cfg: T5Config) -> dict:
+def unscan_params(params: Mapping, cfg: T5Config, stacks: Mapping[str, int] | None = None) -> dict:
     """Scanned -> unscanned: slices `layers` into `layers_{i}`.
 
     Args:
       params: Scanned param tree.
       cfg: The model config.
+      stacks: As for `scan_params`.
 
     Returns:
       A new tree; untouched subtrees are shared with `params`.
@@ -72,7 +75,7 @@ def unscan_params(params: Mapping, cfg: T5Config) -> dict:
         number of blocks.
     """
     out = dict(params)
-    for stack, num_layers in _stacks(cfg).items():
+    for stack, num_layers in (stacks or _stacks(cfg)).items():
         sub = dict(params[stack])
         if "layers" not in sub:
             raise ConversionError(f"Cannot unscan {stack}: no 'layers' subtree")

@@ -38,21 +38,48 @@ class _StorageType:
         self.name, self.dtype = name, np.dtype(STORAGE_DTYPES[name])
 
 
+class LazyTensor:
+    """A tensor of the pickle, not read yet: its storage reference and layout.
+
+    `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)` returns one of these,
+    so opening a checkpoint reads only the small pickle; each tensor's bytes are read from the
+    zip when `TorchCheckpoint.read` asks for it (a 33 GB model never sits in memory twice).
+    """
+
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset = storage, offset
+        self.shape, self.stride = tuple(size), tuple(stride)
+        if len(self.shape) != len(self.stride) or min(self.stride, default=0) < 0 or offset < 0:
+            raise pickle.UnpicklingError(f"bad tensor layout size={size} stride={stride}")
+        last = offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
+        if 0 not in self.shape and last >= storage.numel:
+            # as_strided does not bounds-check: a corrupt pickle must not read past the storage.
+            raise pickle.UnpicklingError(f"tensor of size {self.shape} overruns its storage")
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.storage.dtype
+
+    def materialize(self, storage: np.ndarray) -> np.ndarray:
+        """A contiguous copy of this tensor out of its storage's array (strides in elements)."""
+        item = storage.dtype.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            storage[self.offset :], shape=self.shape, strides=tuple(s * item for s in self.stride)
+        )
+        return np.array(view, order="C")
+
+
+class _StorageRef:
+    """A storage of the zip (`<prefix>/data/<key>`), read on demand."""
+
+    def __init__(self, key: str, dtype: np.dtype, numel: int):
+        self.key, self.dtype, self.numel = key, dtype, numel
+
+
 def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, hooks=None, meta=None):
-    """numpy version of `torch._utils._rebuild_tensor_v2` (strides are in elements)."""
+    """Lazy version of `torch._utils._rebuild_tensor_v2`."""
     del requires_grad, hooks, meta  # autograd metadata: irrelevant to weights
-    size, stride = tuple(size), tuple(stride)
-    if len(size) != len(stride) or min(stride, default=0) < 0 or offset < 0:
-        raise pickle.UnpicklingError(f"bad tensor layout size={size} stride={stride}")
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
-    if 0 not in size and last >= storage.size:
-        # as_strided does not bounds-check: a corrupt pickle must not read past the storage.
-        raise pickle.UnpicklingError(f"tensor of size {size} overruns its storage")
-    item = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=size, strides=tuple(s * item for s in stride)
-    )
-    return np.array(view, order="C")  # a contiguous copy, independent of the shared storage
+    return LazyTensor(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad=False, hooks=None, state=None):
@@ -72,10 +99,8 @@ _ALLOWED_GLOBALS = {
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only tensor-rebuilding globals; storages are read lazily from the zip."""
 
-    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str):
+    def __init__(self, file):
         super().__init__(file)
-        self._archive, self._prefix, self._byteorder = archive, prefix, byteorder
-        self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module, name):
         if (module, name) in _ALLOWED_GLOBALS:
@@ -90,16 +115,67 @@ class _RestrictedUnpickler(pickle.Unpickler):
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        if key not in self._storages:
-            raw = self._archive.read(f"{self._prefix}/data/{key}")
-            dtype = storage_type.dtype.newbyteorder("<" if self._byteorder == "little" else ">")
-            array = np.frombuffer(raw, dtype=dtype, count=numel)
-            self._storages[key] = array.astype(storage_type.dtype, copy=False)
-        return self._storages[key]
+        return _StorageRef(str(key), storage_type.dtype, int(numel))
+
+
+class TorchCheckpoint:
+    """An open `pytorch_model.bin`: tensor names and shapes now, tensor bytes on `read`.
+
+    Attributes:
+      path: The file.
+      tensors: Key -> `LazyTensor` (shape and dtype known without reading data).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self._archive = zipfile.ZipFile(path)
+            pickles = [n for n in self._archive.namelist() if n.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                raise ConversionError(f"{path}: not a torch.save zip (no single */data.pkl)")
+            self._prefix = pickles[0][: -len("/data.pkl")]
+            names = set(self._archive.namelist())
+            self._byteorder = "little"
+            if f"{self._prefix}/byteorder" in names:
+                self._byteorder = self._archive.read(f"{self._prefix}/byteorder").decode().strip()
+            with self._archive.open(pickles[0]) as f:
+                state = _RestrictedUnpickler(f).load()
+        except ConversionError:
+            raise
+        except zipfile.BadZipFile as e:
+            raise ConversionError(
+                f"{path}: corrupt, or not a zip-format torch checkpoint ({e}); legacy (pre-1.6) "
+                "torch.save files are not supported, re-save them or use safetensors"
+            ) from e
+        except (pickle.UnpicklingError, KeyError, ValueError, EOFError, OSError) as e:
+            raise ConversionError(f"{path}: corrupt or unsupported torch checkpoint: {e}") from e
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, LazyTensor) for k, v in state.items()
+        ):
+            raise ConversionError(f"{path}: expected a dict of tensors (a state dict)")
+        self.tensors: dict[str, LazyTensor] = dict(state)
+
+    def read(self, key: str) -> np.ndarray:
+        """The tensor `key` as a contiguous numpy array in its stored dtype.
+
+        Raises:
+          ConversionError: If its storage is missing or truncated (names the file and key).
+        """
+        tensor = self.tensors[key]
+        ref = tensor.storage
+        try:
+            raw = self._archive.read(f"{self._prefix}/data/{ref.key}")
+            order = "<" if self._byteorder == "little" else ">"
+            storage = np.frombuffer(raw, dtype=ref.dtype.newbyteorder(order), count=ref.numel)
+            return tensor.materialize(storage.astype(ref.dtype, copy=False))
+        except (KeyError, ValueError, zipfile.BadZipFile, OSError) as e:
+            raise ConversionError(
+                f"{self.path}: corrupt or unsupported torch checkpoint: tensor {key!r}: {e}"
+            ) from e
 
 
 def load_torch_state_dict(path) -> dict[str, np.ndarray]:
-    """Loads a `torch.save`d state dict as numpy arrays (bfloat16 via `ml_dtypes`).
+    """Loads a whole `torch.save`d state dict as numpy arrays (bfloat16 via `ml_dtypes`).
 
     Args:
       path: A zip-format `pytorch_model.bin` (torch >= 1.6).
@@ -111,29 +187,5 @@ def load_torch_state_dict(path) -> dict[str, np.ndarray]:
       ConversionError: If the file is not a zip-format torch checkpoint, is corrupt, or holds
         anything but tensors (the message names the file).
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-            if len(pickles) != 1:
-                raise ConversionError(f"{path}: not a torch.save zip (no single */data.pkl)")
-            prefix = pickles[0][: -len("/data.pkl")]
-            names = set(archive.namelist())
-            byteorder = "little"
-            if f"{prefix}/byteorder" in names:
-                byteorder = archive.read(f"{prefix}/byteorder").decode().strip()
-            with archive.open(pickles[0]) as f:
-                state = _RestrictedUnpickler(f, archive, prefix, byteorder).load()
-    except ConversionError:
-        raise
-    except zipfile.BadZipFile as e:
-        raise ConversionError(
-            f"{path}: corrupt, or not a zip-format torch checkpoint ({e}); legacy (pre-1.6) "
-            "torch.save files are not supported, re-save them or use safetensors"
-        ) from e
-    except (pickle.UnpicklingError, KeyError, ValueError, EOFError, OSError) as e:
-        raise ConversionError(f"{path}: corrupt or unsupported torch checkpoint: {e}") from e
-    if not isinstance(state, dict) or not all(
-        isinstance(k, str) and isinstance(v, np.ndarray) for k, v in state.items()
-    ):
-        raise ConversionError(f"{path}: expected a dict of tensors (a state dict)")
-    return dict(state)
+    checkpoint = TorchCheckpoint(path)
+    return {key: checkpoint.read(key) for key in checkpoint.tensors}

@@ -41,6 +41,8 @@ class HFConversion:
       hf_to_params: `(state_dict, config, source) -> nested params` (layout per the config).
       params_to_hf: `(params, config, source) -> state_dict` (tied copies not written).
       model_types: `config.json` `model_type` values this family reads (a second way in).
+      readme: Optional `config -> str`: a `README.md` note written beside an HF export (how
+        to load it, what differs from the released files).
     """
 
     architectures: tuple[str, ...]
@@ -49,6 +51,7 @@ class HFConversion:
     hf_to_params: Callable[..., dict]
     params_to_hf: Callable[..., dict]
     model_types: tuple[str, ...] = ()
+    readme: Callable[[Any], str] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +119,7 @@ class Family:
 _REGISTRY: dict[str, Family] = {}
 # Modules that register the built-in families; imported on first registry lookup so that
 # `families` itself stays importable from anywhere without cycles.
-_BUILTIN_MODULES = ("codet5p_jax.families.t5",)
+_BUILTIN_MODULES = ("codet5p_jax.families.t5", "codet5p_jax.families.shallow_deep")
 _builtins_loaded = False
 
 

@@ -88,13 +88,13 @@ def test_rejects_a_truncated_storage(tmp_path):
 def test_tensor_views_are_bounds_checked():
     # as_strided does not check bounds itself: a lying size/stride must not read past storage.
     storage = np.arange(6, dtype=np.float32)
-    np.testing.assert_array_equal(
-        torch_pickle._rebuild_tensor_v2(storage, 1, (2, 2), (3, 1)), [[1, 2], [4, 5]]
-    )
+    ref = torch_pickle._StorageRef("0", storage.dtype, storage.size)
+    tensor = torch_pickle._rebuild_tensor_v2(ref, 1, (2, 2), (3, 1))
+    np.testing.assert_array_equal(tensor.materialize(storage), [[1, 2], [4, 5]])
     with pytest.raises(pickle.UnpicklingError, match="overruns its storage"):
-        torch_pickle._rebuild_tensor_v2(storage, 1, (2, 3), (3, 1))
+        torch_pickle._rebuild_tensor_v2(ref, 1, (2, 3), (3, 1))
     with pytest.raises(pickle.UnpicklingError, match="bad tensor layout"):
-        torch_pickle._rebuild_tensor_v2(storage, 0, (2,), (-1,))
+        torch_pickle._rebuild_tensor_v2(ref, 0, (2,), (-1,))
 
 
 def test_rejects_a_file_that_is_not_a_torch_zip(tmp_path):
