@@ -8,6 +8,7 @@ docs/data.md.
 
 import gin
 from tasks.downstream import register_alpaca
+from tasks.instruct import InstructFeatureConverter, instruct_task
 from tasks.registry import (
     DEFAULT_LENGTHS,
     corpus_mixture,
@@ -28,12 +29,14 @@ register_defaults()
 __all__ = [
     "DEFAULT_LENGTHS",
     "BimodalFeatureConverter",
+    "InstructFeatureConverter",
     "CodeGenVocabulary",
     "CodeT5Vocabulary",
     "Stage1FeatureConverter",
     "corpus_mixture",
     "corpus_names",
     "feature_converter_for",
+    "instruct_task",
     "register_alpaca",
     "register_corpus",
 ]

@@ -58,8 +58,7 @@ class Plan:
             return f"{memory.gib(n)} ({n:,} B)"
 
         out = [
-            f"model {self.model}: {s['num_params']:,} parameters, {s['num_trainable']:,} "
-            "trainable",
+            f"model {self.model}: {s['num_params']:,} parameters, {s['num_trainable']:,} trainable",
             f"mesh {self.mesh} ({self.num_devices} devices), axis rules {self.rules!r}, batch "
             + ", ".join(f"{k} {v}" for k, v in self.batch.items()),
             "per device:",
