@@ -19,7 +19,7 @@ from tasks.registry import (
 )
 from tasks.stage1 import Stage1FeatureConverter
 from tasks.stage2 import BimodalFeatureConverter
-from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary
+from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary, vocabulary_for_dir
 
 gin.external_configurable(Stage1FeatureConverter, module="tasks")
 gin.external_configurable(BimodalFeatureConverter, module="tasks")
@@ -39,4 +39,5 @@ __all__ = [
     "instruct_task",
     "register_alpaca",
     "register_corpus",
+    "vocabulary_for_dir",
 ]

@@ -25,21 +25,46 @@ from codet5p_jax import atomic_files
 log = logging.getLogger(__name__)
 
 
+def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded `[B, max_len]` ids (with `pad_id`) and their `[B, max_len]` mask."""
+    width = max(1, max(len(x) for x in rows))
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, x in enumerate(rows):
+        ids[i, : len(x)] = x
+        mask[i, : len(x)] = True
+    return ids, mask
+
+
 def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, **defaults):
-    """A benchmark `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]`.
+    """A benchmark `generate_fn(prompts, num_samples, decoder_prompts=None, **gen_kwargs)
+    -> list[list[str]]`.
 
     Prompts are tokenised with `vocabulary` (a seqio vocabulary), decoded with
-    `codet5p_jax.decoding.generate` and detokenised.
+    `codet5p_jax.decoding.generate` and detokenised. `decoder_prompts` (CodeT5+ >= 2B, FACTS
+    §1.5) are fed to the decoder after its start token (the model's pad id for that family)
+    and are not part of the returned text.
     """
     from codet5p_jax.decoding import generate as generation
 
-    def generate_fn(prompts: list[str], num_samples: int = 1, **gen_kwargs) -> list[list[str]]:
+    pad_id = model.config.pad_token_id
+
+    def generate_fn(
+        prompts: list[str], num_samples: int = 1, decoder_prompts=None, **gen_kwargs
+    ) -> list[list[str]]:
         opts = {**defaults, **gen_kwargs}
-        ids = [vocabulary.encode(p)[:max_input_length] for p in prompts]
-        width = max(len(x) for x in ids)
-        batch = np.zeros((len(ids), width), np.int32)
-        for i, x in enumerate(ids):
-            batch[i, : len(x)] = x
+        # Explicit masks: a pad id of 0 would be a real token for CodeGen's vocabulary.
+        batch, mask = _pad_right([vocabulary.encode(p)[:max_input_length] for p in prompts], pad_id)
+        opts["attention_mask"] = mask
+        if decoder_prompts is not None:
+            if len(decoder_prompts) != len(prompts):
+                raise ValueError(
+                    f"{len(decoder_prompts)} decoder prompts for {len(prompts)} prompts"
+                )
+            prefix, prefix_mask = _pad_right(
+                [vocabulary.encode(p)[:max_input_length] for p in decoder_prompts], pad_id
+            )
+            opts.update(decoder_prefix_ids=prefix, decoder_prefix_mask=prefix_mask)
         if num_samples > 1:
             # Several completions per prompt only differ when sampled; never drop them silently.
             if opts.get("method", "sample") != "sample":
@@ -51,17 +76,18 @@ def make_generate_fn(model, params, vocabulary, *, max_input_length: int = 512, 
         out = generation.generate(model, params, batch, **opts)
         tokens = np.asarray(out.tokens)  # [B, num_samples, T]
         return [
-            [vocabulary.decode(_trim(t, model.config.eos_token_id)) for t in row] for row in tokens
+            [vocabulary.decode(_trim(t, model.config.eos_token_id, pad_id)) for t in row]
+            for row in tokens
         ]
 
     return generate_fn
 
 
-def _trim(tokens, eos_id: int) -> list[int]:
+def _trim(tokens, eos_id: int, pad_id: int = 0) -> list[int]:
     """Token ids up to (excluding) the first EOS or pad."""
     out = []
     for t in np.asarray(tokens).tolist():
-        if t in (eos_id, 0):
+        if t in (eos_id, pad_id):
             break
         out.append(t)
     return out
@@ -77,7 +103,9 @@ def _predict_fn(model, params, batch_size: int, gen_kwargs: dict):
             out = generation.generate(model, params, feats["encoder_input_tokens"], **gen_kwargs)
             best = np.asarray(out.tokens)[:, 0]  # [B, T]: the best beam / only sample
             for i, seq in zip(indices, best, strict=True):
-                results.append((int(i), _trim(seq, model.config.eos_token_id)))
+                results.append(
+                    (int(i), _trim(seq, model.config.eos_token_id, model.config.pad_token_id))
+                )
         return results
 
     return predict
@@ -155,7 +183,8 @@ def evaluate(
       max_new_tokens / decode_method / num_beams: Decoding settings.
       benchmark: A `codet5p_jax.evaluation.benchmarks` name (e.g. "humaneval") instead of a task.
       benchmark_options: Options of `run_benchmark` (path, num_samples, ks, limit, ...).
-      vocabulary: seqio vocabulary for benchmark prompts (default: `tasks.CodeT5Vocabulary()`).
+      vocabulary: seqio vocabulary for benchmark prompts (default: the checkpoint's own
+        tokenizer files when it has them, else `tasks.CodeT5Vocabulary()`).
 
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
@@ -182,11 +211,10 @@ def evaluate(
         if vocabulary is None:
             import tasks
 
-            vocabulary = tasks.CodeT5Vocabulary()
+            vocabulary = tasks.vocabulary_for_dir(ckpt.tokenizer_dir)
         generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
-        metrics[benchmark] = benchmarks.run_benchmark(
-            benchmark, generate_fn, out_dir, **(benchmark_options or {})
-        )
+        options = benchmark_defaults(cfg, benchmark, benchmark_options)
+        metrics[benchmark] = benchmarks.run_benchmark(benchmark, generate_fn, out_dir, **options)
     if mixture_or_task_name:
         import seqio
 
@@ -232,6 +260,24 @@ def evaluate(
         out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     )
     return metrics
+
+
+def benchmark_defaults(cfg, benchmark: str, options: dict | None) -> dict:
+    """The released generation recipe of `cfg`'s model, under the user's explicit options.
+
+    HumanEval (FACTS §1.5): families that read their prompt in the decoder too (CodeT5+ >= 2B)
+    get `prompt_to_decoder` and the tab-indented CodeT5+ prompts; a checkpoint named like
+    InstructCodeT5+ (`instruct` in its name, the released script's own test) gets the
+    instruction prompts.
+    """
+    from codet5p_jax import families
+
+    options = dict(options or {})
+    if benchmark == "humaneval" and families.family_of(cfg).decoder_prompt:
+        options.setdefault("prompt_to_decoder", True)
+        options.setdefault("codet5p_prompts", True)
+        options.setdefault("instruct_prompts", "instruct" in str(getattr(cfg, "name", "")))
+    return options
 
 
 def _to_float(v):

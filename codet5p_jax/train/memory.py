@@ -46,7 +46,8 @@ def state_bytes(abstract_state, partition=None) -> dict[str, int]:
 
     Returns:
       `{"params", "params_trainable", "params_frozen", "opt_state", "grads", "extra"}` in bytes
-      per device, plus `"num_params"`, `"num_trainable"` (global scalar counts).
+      per device, plus `"params_total"` (bytes of the whole tree, all devices together) and
+      `"num_params"`, `"num_trainable"` (global scalar counts).
     """
     params = abstract_state.params
     if partition is None:
@@ -60,6 +61,7 @@ def state_bytes(abstract_state, partition=None) -> dict[str, int]:
         "opt_state": tree_bytes(abstract_state.opt_state),
         "grads": tree_bytes(trained),
         "extra": tree_bytes(abstract_state.extra),
+        "params_total": tree_bytes(params, per_device=False),
         "num_params": count(params),
         "num_trainable": count(trained),
     }

@@ -115,7 +115,9 @@ def _memory_stats(compiled) -> dict[str, int]:
     }
 
 
-def plan_step(setup, *, batch_size: int, task_feature_lengths: dict, num_microbatches: int):
+def plan_step(
+    setup, *, batch_size: int, task_feature_lengths: dict, num_microbatches: int, axis_rules: str
+):
     """The planner `trainer.train(planner=...)` calls: compile ahead of time and count.
 
     Returns:
@@ -133,7 +135,7 @@ def plan_step(setup, *, batch_size: int, task_feature_lengths: dict, num_microba
         model=getattr(cfg, "name", type(cfg).__name__),
         num_devices=num_devices,
         mesh={k: int(v) for k, v in mesh.shape.items()},
-        rules=_rules_name(setup.rules),
+        rules=axis_rules,
         batch={
             "size": batch_size,
             "microbatches": num_microbatches,
@@ -145,10 +147,3 @@ def plan_step(setup, *, batch_size: int, task_feature_lengths: dict, num_microba
         flops_per_device=total / num_devices,
         while_loops=loops,
     )
-
-
-def _rules_name(rules) -> str:
-    for name, preset in partitioning.AXIS_RULES.items():
-        if tuple(rules[: len(preset)]) == tuple(preset):
-            return name
-    return "custom"

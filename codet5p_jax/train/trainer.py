@@ -343,7 +343,8 @@ def train(
       stop_after: Stop (with a checkpoint) after this many steps of *this* process, as a
         preemption would (tests); not gin-bindable.
       planner: `codet5p plan`'s hook: `planner(setup: RunSetup, batch_size=,
-        task_feature_lengths=, num_microbatches=)` is returned instead of training; no data,
+        task_feature_lengths=, num_microbatches=, axis_rules=)` is returned instead of
+        training; no data,
         checkpoint or MODEL_DIR is touched. Not gin-bindable.
 
     Returns:
@@ -392,6 +393,7 @@ def train(
             batch_size=batch_size,
             task_feature_lengths=dict(task_feature_lengths),
             num_microbatches=num_microbatches,
+            axis_rules=axis_rules,
         )
     model_dir = check_model_dir(model_dir)
     if callable(mixture_or_task_name):

@@ -1,0 +1,144 @@
+"""Instruction tuning (released `instruct_tune_codet5p.py` recipe) on the shallow_deep family.
+
+The Alpaca-format data is built at test time from real data: MBPP's sanitized problems in
+../shared (instruction = problem text, output = reference code); nothing is copied into the repo.
+"""
+
+import json
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import gin
+from codet5p_jax.cli import gin_flags
+from codet5p_jax.cli.train import main as train_main
+from codet5p_jax.train import trainable, trainer
+
+TINY = "gin/experiments/tiny_instruct.gin"
+
+
+@pytest.fixture(scope="module")
+def alpaca_path(shared_dir, tmp_path_factory):
+    rows = json.loads((shared_dir / "reference/datasets/mbpp/sanitized-mbpp.json").read_text())
+    path = tmp_path_factory.mktemp("alpaca") / "mbpp_alpaca.json"
+    records = [{"instruction": r["prompt"], "input": "", "output": r["code"]} for r in rows[:64]]
+    path.write_text(json.dumps(records))
+    return path
+
+
+def _flags(alpaca_path, codegen_tokenizer_dir, model_dir, *extra):
+    return [
+        f"--gin_file={TINY}",
+        f"--gin.MODEL_DIR='{model_dir}'",
+        f"--gin.ALPACA_PATH='{alpaca_path}'",
+        f"--gin.TOKENIZER_DIR='{codegen_tokenizer_dir}'",
+        *extra,
+    ]
+
+
+def test_instruct_features_match_the_released_recipe(alpaca_path, codegen_tokenizer_dir):
+    """Target = prompt + output + EOS; prompt and padding weigh 0; decoder input = [50256] +
+    target[:-1]; the encoder gets the prompt, masked by `encoder_input_mask`."""
+    import seqio
+
+    import tasks
+    from tasks.downstream import alpaca_prompt
+
+    vocab = tasks.CodeGenVocabulary(codegen_tokenizer_dir)
+    name = tasks.instruct_task(name="test_mbpp", path=alpaca_path, vocabulary=vocab)
+    lengths = {"inputs": 96, "targets": 192}
+    ds = seqio.get_mixture_or_task(name).get_dataset(lengths, split="train", shuffle=False)
+    ds = tasks.InstructFeatureConverter()(ds, lengths)
+    ex = next(ds.as_numpy_iterator())
+    rows = json.loads(alpaca_path.read_text())
+    prompts = {tuple(vocab.tokenizer.encode(alpaca_prompt(r["instruction"])).ids): r for r in rows}
+    n_in = int(ex["encoder_input_mask"].sum())
+    prompt = tuple(ex["encoder_input_tokens"][:n_in].tolist())
+    row = prompts[prompt]  # the encoder input is exactly one example's Alpaca prompt
+    want = list(prompt) + vocab.tokenizer.encode(row["output"]).ids + [50256]
+    n = len(want)
+    assert n <= 192, "pick examples that fit"
+    np.testing.assert_array_equal(ex["decoder_target_tokens"][:n], want)
+    np.testing.assert_array_equal(ex["decoder_input_tokens"][:n], [50256] + want[:-1])
+    np.testing.assert_array_equal(ex["decoder_loss_weights"][: len(prompt)], 0)
+    np.testing.assert_array_equal(ex["decoder_loss_weights"][len(prompt) : n], 1)
+    np.testing.assert_array_equal(ex["decoder_loss_weights"][n:], 0)
+    assert (ex["encoder_input_mask"][n_in:] == 0).all()
+
+
+def test_truncated_target_keeps_no_eos():
+    """As the released script's truncating tokenizer: a cut example ends without EOS."""
+    from tasks.instruct import build_example
+
+    ex = build_example(
+        [5, 6, 7], [8, 9, 10, 11], lengths={"inputs": 2, "targets": 5}, eos_id=2, start_id=0
+    )
+    out = {k: v.numpy().tolist() for k, v in ex.items()}
+    assert out == {
+        "inputs": [5, 6],
+        "targets": [5, 6, 7, 8, 9],
+        "decoder_inputs": [0, 5, 6, 7, 8],
+        "targets_loss_weights": [0, 0, 0, 1, 1],
+    }
+
+
+def test_frozen_decoder_bit_identical_after_steps(alpaca_path, codegen_tokenizer_dir, tmp_path):
+    """The recipe's split on the tiny shallow_deep model, 3 steps: frozen leaves (decoder
+    blocks, LM head, decoder embedding) bit-identical in bfloat16; encoder, enc_to_dec_proj
+    and cross-attention changed, in float32."""
+    flags = _flags(
+        alpaca_path,
+        codegen_tokenizer_dir,
+        tmp_path / "run",
+        "--gin.TRAIN_STEPS=3",
+        "--gin.BATCH_SIZE=8",  # the test process has 8 devices (data-parallel)
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 64}",
+        "--gin.make_optimizer.trainable='encoder_and_cross_attention'",
+    )
+    gin_flags.parse_gin(gin_flags.parse_args(flags, "t", ""))
+    try:
+        setup = trainer.train(planner=lambda s, **kw: s)
+        result = trainer.train()
+    finally:
+        gin.clear_config()
+    before = jax.jit(lambda r: nn.unbox(setup.boxed_init(r)))(setup.rngs[0])
+    flat = lambda t: {"/".join(k): v for k, v in traverse_util.flatten_dict(t).items()}  # noqa: E731
+    before, after = flat(jax.device_get(before)), flat(jax.device_get(result["state"].params))
+    frozen = {trainable.path_str(k) for k in setup.partition.frozen}
+    trained = {trainable.path_str(k) for k in setup.partition.trainable}
+    assert any("encoder_decoder_attention" in k for k in trained)
+    assert any(k.startswith("enc_to_dec_proj/") for k in trained)
+    assert any(k.startswith("logits_dense/") for k in frozen)
+    assert not any("encoder_decoder_attention" in k for k in frozen)
+    for k in frozen:
+        assert after[k].dtype == np.dtype("bfloat16"), k
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+    for k in trained:
+        assert after[k].dtype == np.float32, k
+        assert not np.array_equal(after[k], before[k]), f"{k} did not train"
+
+
+@pytest.mark.slow
+def test_tiny_experiment_loss_falls(alpaca_path, codegen_tokenizer_dir, tmp_path, capsys):
+    """gin/experiments/tiny_instruct.gin as shipped (40 steps, ~2-8 min on 2 loaded cores)."""
+    flags = _flags(alpaca_path, codegen_tokenizer_dir, tmp_path / "run", "--gin.BATCH_SIZE=8")
+    assert train_main(flags) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows]
+    # From about ln(51200) = 10.8 (uniform over the vocabulary) to well below it.
+    assert losses[0] > 9.5 and losses[-1] < 0.7 * losses[0]
+
+
+def test_missing_alpaca_path_is_one_line(codegen_tokenizer_dir, tmp_path, capsys):
+    flags = [
+        f"--gin_file={TINY}",
+        f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+        f"--gin.TOKENIZER_DIR='{codegen_tokenizer_dir}'",
+    ]
+    assert train_main(flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ALPACA_PATH" in err[0]
+    assert not (tmp_path / "run").exists()
