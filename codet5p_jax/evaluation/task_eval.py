@@ -201,6 +201,12 @@ def evaluate(
     log.info("Evaluating %s", source)
     model = families.build_model(cfg)
     params = jax.device_put(params)
+    if benchmark:  # checked before OUTPUT_DIR is made: a refused run leaves nothing behind
+        if vocabulary is None:
+            import tasks
+
+            vocabulary = tasks.vocabulary_for_dir(ckpt.tokenizer_dir)
+        check_vocabulary(vocabulary, cfg, source)
     out_dir = pathlib.Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
@@ -208,10 +214,6 @@ def evaluate(
     if benchmark:
         from codet5p_jax.evaluation import benchmarks
 
-        if vocabulary is None:
-            import tasks
-
-            vocabulary = tasks.vocabulary_for_dir(ckpt.tokenizer_dir)
         generate_fn = make_generate_fn(model, params, vocabulary, **gen_kwargs)
         options = benchmark_defaults(cfg, benchmark, benchmark_options)
         metrics[benchmark] = benchmarks.run_benchmark(benchmark, generate_fn, out_dir, **options)
@@ -260,6 +262,18 @@ def evaluate(
         out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
     )
     return metrics
+
+
+def check_vocabulary(vocabulary, cfg, source: str) -> None:
+    """Raises ValueError when `vocabulary` cannot be the model's (a CodeT5 tokenizer given to a
+    CodeGen-vocabulary model or the reverse): EOS ids differ, or ids beyond the embedding."""
+    size, rows = int(vocabulary.vocab_size), int(cfg.vocab_size)
+    if vocabulary.eos_id != cfg.eos_token_id or size > rows:
+        raise ValueError(
+            f"vocabulary {vocabulary!r} (EOS id {vocabulary.eos_id}, {size} ids) does not fit "
+            f"{source} (EOS id {cfg.eos_token_id}, {rows} embedding rows): set "
+            "evaluate.vocabulary to the checkpoint's tokenizer"
+        )
 
 
 def benchmark_defaults(cfg, benchmark: str, options: dict | None) -> dict:
