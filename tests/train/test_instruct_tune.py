@@ -35,6 +35,7 @@ def _flags(alpaca_path, codegen_tokenizer_dir, model_dir, *extra):
         f"--gin.MODEL_DIR='{model_dir}'",
         f"--gin.ALPACA_PATH='{alpaca_path}'",
         f"--gin.TOKENIZER_DIR='{codegen_tokenizer_dir}'",
+        "--gin.BATCH_SIZE=8",  # the test process has 8 devices (data-parallel)
         *extra,
     ]
 
@@ -94,7 +95,6 @@ def test_frozen_decoder_bit_identical_after_steps(alpaca_path, codegen_tokenizer
         codegen_tokenizer_dir,
         tmp_path / "run",
         "--gin.TRAIN_STEPS=3",
-        "--gin.BATCH_SIZE=8",  # the test process has 8 devices (data-parallel)
         "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 64}",
         "--gin.make_optimizer.trainable='encoder_and_cross_attention'",
     )
@@ -124,8 +124,7 @@ def test_frozen_decoder_bit_identical_after_steps(alpaca_path, codegen_tokenizer
 @pytest.mark.slow
 def test_tiny_experiment_loss_falls(alpaca_path, codegen_tokenizer_dir, tmp_path, capsys):
     """gin/experiments/tiny_instruct.gin as shipped (40 steps, ~2-8 min on 2 loaded cores)."""
-    flags = _flags(alpaca_path, codegen_tokenizer_dir, tmp_path / "run", "--gin.BATCH_SIZE=8")
-    assert train_main(flags) == 0
+    assert train_main(_flags(alpaca_path, codegen_tokenizer_dir, tmp_path / "run")) == 0
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows]
     # From about ln(51200) = 10.8 (uniform over the vocabulary) to well below it.
@@ -137,8 +136,52 @@ def test_missing_alpaca_path_is_one_line(codegen_tokenizer_dir, tmp_path, capsys
         f"--gin_file={TINY}",
         f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
         f"--gin.TOKENIZER_DIR='{codegen_tokenizer_dir}'",
+        "--gin.BATCH_SIZE=8",
     ]
     assert train_main(flags) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
     assert len(err) == 1 and "ALPACA_PATH" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def _save(cfg, path):
+    from codet5p_jax import families
+    from codet5p_jax.loading import save
+
+    model = families.build_model(cfg)
+    params = model.init(jax.random.key(0), *families.init_args(cfg))["params"]
+    save(path, cfg, jax.tree.map(lambda x: np.asarray(nn.unbox(x)), params), "orbax")
+    return path
+
+
+def test_t5_initial_checkpoint_for_this_family_is_one_line(
+    alpaca_path, codegen_tokenizer_dir, tmp_path, capsys
+):
+    from codet5p_jax.config import get_preset
+
+    ckpt = _save(get_preset("tiny"), tmp_path / "t5")
+    flags = _flags(
+        alpaca_path,
+        codegen_tokenizer_dir,
+        tmp_path / "run",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{ckpt}'",
+    )
+    assert train_main(flags) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
+    assert len(err) == 1 and "'t5'-family" in err[0] and "'shallow_deep'-family" in err[0]
+    assert str(ckpt) in err[0] and not (tmp_path / "run").exists()
+
+
+def test_shallow_deep_initial_checkpoint_for_t5_is_one_line(toy_gin, tmp_path, capsys):
+    from codet5p_jax.models.shallow_deep_config import get_preset
+
+    ckpt = _save(get_preset("tiny-shallow-deep"), tmp_path / "sd")
+    flags = [
+        f"--gin_file={toy_gin}",
+        f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+        f"--gin.INITIAL_CHECKPOINT_PATH='{ckpt}'",
+    ]
+    assert train_main(flags) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
+    assert len(err) == 1 and "'shallow_deep'-family" in err[0] and "'t5'-family" in err[0]
     assert not (tmp_path / "run").exists()
