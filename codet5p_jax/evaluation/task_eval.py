@@ -266,13 +266,12 @@ def evaluate(
 
 def check_vocabulary(vocabulary, cfg, source: str) -> None:
     """Raises ValueError when `vocabulary` cannot be the model's (a CodeT5 tokenizer given to a
-    CodeGen-vocabulary model or the reverse): EOS ids differ, or ids beyond the embedding."""
-    size, rows = int(vocabulary.vocab_size), int(cfg.vocab_size)
-    if vocabulary.eos_id != cfg.eos_token_id or size > rows:
+    CodeGen-vocabulary model or the reverse): their EOS ids differ. (Sizes are not compared: a
+    CodeT5 vocabulary counts stage-2 tokens that plain text never produces.)"""
+    if vocabulary.eos_id != cfg.eos_token_id:
         raise ValueError(
-            f"vocabulary {vocabulary!r} (EOS id {vocabulary.eos_id}, {size} ids) does not fit "
-            f"{source} (EOS id {cfg.eos_token_id}, {rows} embedding rows): set "
-            "evaluate.vocabulary to the checkpoint's tokenizer"
+            f"vocabulary {vocabulary!r} (EOS id {vocabulary.eos_id}) does not fit {source} "
+            f"(EOS id {cfg.eos_token_id}): set evaluate.vocabulary to the checkpoint's tokenizer"
         )
 
 
