@@ -8,6 +8,7 @@ docs/data.md.
 
 import gin
 from tasks.downstream import register_alpaca
+from tasks.instruct import InstructFeatureConverter, instruct_task
 from tasks.registry import (
     DEFAULT_LENGTHS,
     corpus_mixture,
@@ -26,7 +27,7 @@ from tasks.understanding import (
     register_line_completion,
     register_poj104,
 )
-from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary
+from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary, vocabulary_for_dir
 
 gin.external_configurable(Stage1FeatureConverter, module="tasks")
 gin.external_configurable(BimodalFeatureConverter, module="tasks")
@@ -40,16 +41,19 @@ __all__ = [
     "PairFeatureConverter",
     "BimodalFeatureConverter",
     "ClassificationFeatureConverter",
+    "InstructFeatureConverter",
     "CodeGenVocabulary",
     "CodeT5Vocabulary",
     "Stage1FeatureConverter",
     "corpus_mixture",
     "corpus_names",
     "feature_converter_for",
+    "instruct_task",
     "register_alpaca",
     "register_clone_pairs",
     "register_defect",
     "register_line_completion",
     "register_poj104",
     "register_corpus",
+    "vocabulary_for_dir",
 ]

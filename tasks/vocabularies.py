@@ -239,3 +239,18 @@ class CodeGenVocabulary(BPEVocabulary):
     @property
     def pad_id(self) -> int:
         return CODEGEN_EOS_ID
+
+
+def vocabulary_for_dir(path: str | os.PathLike | None):
+    """The vocabulary of a checkpoint's tokenizer directory, told apart by its files.
+
+    A tokenizer whose `<|endoftext|>` is 50256 is CodeGen's (CodeT5+ 2B-16B); any other is a
+    CodeT5 one. None (a checkpoint without tokenizer files) gives the default
+    `CodeT5Vocabulary()`.
+    """
+    if path is None:
+        return CodeT5Vocabulary()
+    tok = load_bpe_tokenizer(path)
+    if tok.token_to_id("<|endoftext|>") == CODEGEN_EOS_ID:
+        return CodeGenVocabulary(path)
+    return CodeT5Vocabulary(path)

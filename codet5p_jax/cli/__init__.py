@@ -27,6 +27,7 @@ COMMANDS = {
     "metrics": ("codet5p_jax.cli.metrics", "print run summaries and re-plot loss curves"),
     "train-tokenizer": ("codet5p_jax.cli.train_tokenizer", "train a CodeT5-recipe byte-level BPE"),
     "prepare-corpus": ("codet5p_jax.cli.prepare_corpus", "extract and cache a code corpus"),
+    "plan": ("codet5p_jax.cli.plan", "per-device memory and FLOPs of a run, compiled AOT"),
 }
 
 

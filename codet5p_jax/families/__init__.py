@@ -101,6 +101,8 @@ class Family:
       cache: Its `CacheSpec` for decoding, or None when it cannot generate.
       architecture_fields: Config fields that change parameter names or shapes (a checkpoint
         whose fields differ here cannot be restored into the model).
+      decoder_prompt: Generation feeds the prompt to the decoder as well (after the start
+        token), as the released HumanEval recipe does for CodeT5+ >= 2B (FACTS §1.5).
     """
 
     name: str
@@ -114,6 +116,7 @@ class Family:
     axis_rules: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
     cache: CacheSpec | None = None
     architecture_fields: tuple[str, ...] = ()
+    decoder_prompt: bool = False
 
 
 _REGISTRY: dict[str, Family] = {}

@@ -81,5 +81,6 @@ FAMILY = families.register(
         axis_rules=AXIS_RULES,
         cache=families.CacheSpec(beam_invariant_modules=("encoder_decoder_attention",)),
         architecture_fields=ARCHITECTURE_FIELDS,
+        decoder_prompt=True,
     )
 )

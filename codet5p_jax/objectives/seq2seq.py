@@ -75,12 +75,18 @@ class Seq2SeqObjective:
     def logits(self, params, batch, rng=None, *, enable_dropout: bool = False) -> jax.Array:
         """`[B, T, V]` float32 teacher-forced logits."""
         rngs = {"dropout": rng} if enable_dropout and rng is not None else {}
+        # An explicit encoder mask (instruction-tuning batches) beats `tokens != pad`: seqio
+        # pads with 0, a real token in CodeGen's vocabulary.
+        mask = {}
+        if "encoder_input_mask" in batch:
+            mask["encoder_mask"] = batch["encoder_input_mask"]
         return self.model.apply(
             {"params": params},
             batch["encoder_input_tokens"],
             batch["decoder_input_tokens"],
             enable_dropout=enable_dropout,
             rngs=rngs,
+            **mask,
         )
 
     def _token_stats(self, logits, targets, weights):

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 import gin
+from codet5p_jax.train import trainable as trainable_lib
 
 # Preset -> the model family's parameter groups (`Family.param_groups`) that train. Groups, not
 # module-name patterns, so a family names its own parts and every preset works for it.
@@ -129,7 +130,7 @@ def make_schedule(
     return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-@gin.configurable(denylist=["param_groups"])
+@gin.configurable(denylist=["param_groups", "split"])
 def make_optimizer(
     params,
     *,
@@ -141,8 +142,10 @@ def make_optimizer(
     eps: float = 1e-8,
     clip_grad_norm: float | None = 1.0,
     trainable: str = "all",
+    frozen_dtype: str | None = "bfloat16",
     param_groups=None,
-) -> optax.GradientTransformation:
+    split: bool = False,
+):
     """The gradient transformation for `params` (a tree of arrays or shape structs).
 
     Args:
@@ -155,10 +158,15 @@ def make_optimizer(
       clip_grad_norm: Global-norm clipping threshold (None = off).
       trainable: A `TRAINABLE_PRESETS` name or "+"-joined group names; other leaves are
         frozen (no optimizer state).
+      frozen_dtype: Storage dtype of frozen leaves when `split` (paper §4: frozen decoder in
+        half precision, trainable weights in float32); None keeps their dtype.
       param_groups: The model family's `param_groups` (the trainer passes them; not gin).
+      split: Return `(tx, partition)` with `tx` built for the *trainable subtree only*
+        (`partition.split(params)[0]`): frozen leaves then have neither optimizer state nor
+        gradients (the trainer's path). False: one masked `tx` over the whole tree.
 
     Returns:
-      An `optax.GradientTransformation`.
+      An `optax.GradientTransformation`, or `(tx, trainable.Partition)` when `split`.
     """
     lr = make_schedule() if learning_rate is None else learning_rate
     if name == "adamw":
@@ -171,6 +179,9 @@ def make_optimizer(
         raise ValueError(f"Unknown optimizer {name!r}; known: adamw, adafactor")
     chain = [optax.clip_by_global_norm(clip_grad_norm)] if clip_grad_norm else []
     tx = optax.chain(*chain, inner)
+    if split:
+        mask = trainable_mask(params, trainable, param_groups)
+        return tx, trainable_lib.make_partition(mask, frozen_dtype)
     if trainable == "all":
         return tx
     mask = trainable_mask(params, trainable, param_groups)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from codet5p_jax.train.state import TrainState
+from codet5p_jax.train.trainable import Partition
 
 LossFn = Callable[..., tuple[jax.Array, tuple[dict[str, jax.Array], Any]]]
 
@@ -62,6 +63,11 @@ def accumulate_gradients(
     return losses.mean(), grads, jax.tree.map(jnp.mean, metrics), new_extra
 
 
+def _global_norm_f32(tree) -> jax.Array:
+    """Global L2 norm accumulated in float32 (frozen leaves may be stored in bfloat16)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 def train_step(
     state: TrainState,
     batch: dict[str, jax.Array],
@@ -71,6 +77,7 @@ def train_step(
     tx: optax.GradientTransformation,
     num_microbatches: int = 1,
     learning_rate_fn: Callable[[jax.Array], jax.Array] | None = None,
+    partition: Partition | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Applies one optimizer update.
 
@@ -83,20 +90,34 @@ def train_step(
       tx: The optax transformation (clipping, optimizer, trainable mask).
       num_microbatches: Gradient-accumulation factor.
       learning_rate_fn: Schedule, for the `learning_rate` metric.
+      partition: The trainable / frozen split (`optimizers.make_optimizer(split=True)`): the
+        loss is differentiated with respect to the trainable subtree only and `tx` (built for
+        that subtree) updates it; frozen leaves pass through bit-identical. None: all train.
 
     Returns:
       `(new_state, metrics)`; metrics include `grad_norm` (before clipping) and `param_norm`.
     """
     step_rng = jax.random.fold_in(rng, state.step)
+    if partition is None:
+        trained, frozen, sub_loss = state.params, None, loss_fn
+    else:
+        trained, frozen = partition.split(state.params)
+
+        def sub_loss(t, *args, **kwargs):
+            # Frozen leaves enter as constants: no cotangent (and no buffer) is ever made for
+            # them, and the backward pass stops below the deepest trainable parameter.
+            return loss_fn(partition.merge(t, frozen), *args, **kwargs)
+
     loss, grads, metrics, new_extra = accumulate_gradients(
-        loss_fn, state.params, state.extra, batch, step_rng, num_microbatches
+        sub_loss, trained, state.extra, batch, step_rng, num_microbatches
     )
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = tx.update(grads, state.opt_state, trained)
+    trained = optax.apply_updates(trained, updates)
+    params = trained if partition is None else partition.merge(trained, frozen)
     metrics = dict(metrics)
     metrics["loss"] = loss
     metrics["grad_norm"] = optax.global_norm(grads)
-    metrics["param_norm"] = optax.global_norm(params)
+    metrics["param_norm"] = _global_norm_f32(params)
     if learning_rate_fn is not None:
         metrics["learning_rate"] = jnp.asarray(learning_rate_fn(state.step), jnp.float32)
     new_state = state.replace(

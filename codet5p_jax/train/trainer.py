@@ -12,6 +12,7 @@ Read top to bottom, `train()` is the whole procedure (big_vision style):
    end; SIGTERM saves the current step and returns cleanly.
 """
 
+import dataclasses
 import functools
 import logging
 import numbers
@@ -31,7 +32,7 @@ import gin
 from codet5p_jax import atomic_files, checkpointing, families, partitioning, storage
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
-from codet5p_jax.train import data, goodput, initial_checkpoint, optimizers
+from codet5p_jax.train import data, goodput, initial_checkpoint, memory, optimizers
 from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
 from codet5p_jax.train.state import TrainState
@@ -119,7 +120,7 @@ def check_model_dir(model_dir) -> epath.Path:
 # ----------------------------------------------------------------------------------------------
 # State construction
 # ----------------------------------------------------------------------------------------------
-def _boxed_params_fn(model, cfg, objective):
+def boxed_params_fn(model, cfg, objective):
     """`rng -> boxed params` of the network plus any objective-owned params (temperature)."""
 
     def init(rng):
@@ -131,13 +132,17 @@ def _boxed_params_fn(model, cfg, objective):
     return init
 
 
-def _abstract_state(boxed_init, objective, tx, mesh, rules, rng):
-    """Abstract `TrainState` (with `.sharding` on every leaf), shardings and the boxed params."""
+def abstract_state(boxed_init, objective, tx, partition, mesh, rules, rng):
+    """Abstract `TrainState` (with `.sharding` on every leaf), shardings and the boxed params.
+
+    The optimizer state is that of `tx` over the trainable subtree of `partition` only.
+    """
     boxed = jax.eval_shape(boxed_init, rng)
     param_sh = partitioning.logical_to_shardings(boxed, mesh, rules)
     params = partitioning.unbox_abstract(boxed)
-    opt = jax.eval_shape(tx.init, params)
-    opt_sh = partitioning.shardings_like_params(opt, param_sh, params, mesh)
+    trained = partition.split(params)[0]
+    opt = jax.eval_shape(tx.init, trained)
+    opt_sh = partitioning.shardings_like_params(opt, partition.split(param_sh)[0], trained, mesh)
     extra_boxed = jax.eval_shape(objective.init_extra_state, boxed, rng)
     extra_sh = partitioning.logical_to_shardings(extra_boxed, mesh, rules)
     extra = partitioning.unbox_abstract(extra_boxed)
@@ -152,12 +157,12 @@ def _abstract_state(boxed_init, objective, tx, mesh, rules, rng):
     return abstract, shardings, boxed
 
 
-def _init_rest(params, boxed_template, objective, tx, shardings, rng):
+def _init_rest(params, boxed_template, objective, tx, partition, shardings, rng):
     """Optimizer and objective state from (possibly loaded) params, placed in their shards."""
 
     def rest(p, r):
         extra = objective.init_extra_state(partitioning.rebox(boxed_template, p), r)
-        return tx.init(p), partitioning.unbox_abstract(extra)
+        return tx.init(partition.split(p)[0]), partitioning.unbox_abstract(extra)
 
     opt_state, extra = jax.jit(rest, out_shardings=(shardings.opt_state, shardings.extra))(
         params, rng
@@ -167,6 +172,98 @@ def _init_rest(params, boxed_template, objective, tx, shardings, rng):
         params=params,
         opt_state=opt_state,
         extra=extra,
+    )
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """Everything a run builds before touching data or files (shared with `codet5p plan`).
+
+    Attributes:
+      mesh / rules: The device mesh and the logical-axis rules (family rules appended).
+      model / objective: The network and the objective bound to it.
+      tx / partition: The optimizer over the trainable subtree and the trainable/frozen split.
+      schedule: The learning-rate schedule.
+      boxed_init: `rng -> boxed params` with frozen leaves already in their storage dtype.
+      abstract / shardings / boxed: Abstract `TrainState`, its shardings, abstract boxed params.
+      rngs: `(init, extra, step)` PRNG keys.
+      jitted: The one jitted `train_step` (in/out shardings, state donated).
+    """
+
+    mesh: Any
+    rules: tuple
+    model: Any
+    objective: Any
+    tx: Any
+    partition: Any
+    schedule: Any
+    boxed_init: Any
+    abstract: Any
+    shardings: Any
+    boxed: Any
+    rngs: tuple
+    jitted: Any
+
+
+def setup_run(
+    cfg, *, objective_cls, mesh_fn, axis_rules, train_steps, batch_size, num_microbatches, seed
+) -> RunSetup:
+    """Mesh, model, objective, optimizer, trainable split, abstract state and the jitted step."""
+    mesh = mesh_fn()
+    family = families.family_of(cfg)
+    rules = partitioning.get_axis_rules(axis_rules) + tuple(family.axis_rules.get(axis_rules, ()))
+    partitioning.check_batch_size(batch_size, mesh)
+    if batch_size % num_microbatches:
+        raise ValueError(
+            f"BATCH_SIZE={batch_size} is not divisible by {num_microbatches} microbatches."
+        )
+    model = families.build_model(cfg)
+    objective = objective_cls(model)
+    schedule = optimizers.make_schedule(total_steps=train_steps)
+    rng = jax.random.key(seed)
+    init_rng, extra_rng, step_rng = jax.random.split(rng, 3)
+    plain_init = boxed_params_fn(model, cfg, objective)
+    abstract_params = partitioning.unbox_abstract(jax.eval_shape(plain_init, init_rng))
+    tx, partition = optimizers.make_optimizer(
+        abstract_params, learning_rate=schedule, param_groups=family.param_groups, split=True
+    )
+
+    def boxed_init(r):
+        # Frozen leaves are stored in their (half-precision) dtype from the start: a fresh
+        # init never holds them in float32 outside this jitted function.
+        return partition.cast_frozen(plain_init(r), is_leaf=partitioning.is_box)
+
+    abstract, shardings, boxed = abstract_state(
+        boxed_init, objective, tx, partition, mesh, rules, init_rng
+    )
+    step_fn = functools.partial(
+        step_lib.train_step,
+        loss_fn=objective.loss_fn,
+        tx=tx,
+        num_microbatches=num_microbatches,
+        learning_rate_fn=schedule,
+        partition=partition,
+    )
+    jitted = jax.jit(
+        step_fn,
+        in_shardings=(shardings, partitioning.batch_sharding(mesh), partitioning.replicated(mesh)),
+        out_shardings=(shardings, partitioning.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return RunSetup(
+        mesh=mesh,
+        rules=rules,
+        model=model,
+        objective=objective,
+        tx=tx,
+        partition=partition,
+        schedule=schedule,
+        boxed_init=boxed_init,
+        abstract=abstract,
+        shardings=shardings,
+        boxed=boxed,
+        rngs=(init_rng, extra_rng, step_rng),
+        jitted=jitted,
     )
 
 
@@ -195,11 +292,11 @@ class _Preemption:
 # ----------------------------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------------------------
-@gin.configurable(denylist=["stop_after"])
+@gin.configurable(denylist=["stop_after", "planner"])
 def train(
     *,
     model_dir: str = gin.REQUIRED,
-    mixture_or_task_name: str = gin.REQUIRED,
+    mixture_or_task_name: Any = gin.REQUIRED,
     task_feature_lengths: dict[str, int] = gin.REQUIRED,
     train_steps: int = gin.REQUIRED,
     batch_size: int = gin.REQUIRED,
@@ -224,12 +321,14 @@ def train(
     plot: bool = True,
     profile_steps: tuple[int, int] | None = None,
     stop_after: int | None = None,
+    planner: Any = None,
 ) -> dict[str, Any]:
     """Trains (or resumes training of) a model; t5x-style gin entry point.
 
     Args:
       model_dir: Run directory (checkpoints, metrics, config.gin). Resumes if it has checkpoints.
-      mixture_or_task_name: SeqIO task or mixture (MIXTURE_OR_TASK_NAME).
+      mixture_or_task_name: SeqIO task or mixture (MIXTURE_OR_TASK_NAME), or a zero-argument
+        callable that registers one and returns its name (called only when data is read).
       task_feature_lengths: e.g. `{"inputs": 512, "targets": 256}` (TASK_FEATURE_LENGTHS).
       train_steps: Total optimizer steps of the run (TRAIN_STEPS), counted from step 0.
       batch_size: Global batch size (BATCH_SIZE), divisible by the data-parallel size.
@@ -259,20 +358,26 @@ def train(
         `MODEL_DIR/plugins/profile/` (TensorBoard's profile plugin), e.g. `(20, 25)`.
       stop_after: Stop (with a checkpoint) after this many steps of *this* process, as a
         preemption would (tests); not gin-bindable.
+      planner: `codet5p plan`'s hook: `planner(setup: RunSetup, batch_size=,
+        task_feature_lengths=, num_microbatches=, axis_rules=)` is returned instead of
+        training; no data,
+        checkpoint or MODEL_DIR is touched. Not gin-bindable.
 
     Returns:
       A summary: `{"step", "final_metrics", "history", "preempted", "losses", "timing"}`
       (`timing`: seconds per phase and the badput, see `train/goodput.py`).
     """
     timer = goodput.Timer()
-    check_required(
-        MODEL_DIR=model_dir,
-        MIXTURE_OR_TASK_NAME=mixture_or_task_name,
-        TASK_FEATURE_LENGTHS=task_feature_lengths,
-        TRAIN_STEPS=train_steps,
-        BATCH_SIZE=batch_size,
-        INITIAL_CHECKPOINT_PATH=initial_checkpoint_path,
-    )
+    planning = planner is not None
+    required = dict(TASK_FEATURE_LENGTHS=task_feature_lengths, TRAIN_STEPS=train_steps)
+    required["BATCH_SIZE"] = batch_size
+    if not planning:  # a plan reads no data, checkpoint or MODEL_DIR
+        required.update(
+            MODEL_DIR=model_dir,
+            MIXTURE_OR_TASK_NAME=mixture_or_task_name,
+            INITIAL_CHECKPOINT_PATH=initial_checkpoint_path,
+        )
+    check_required(**required)
     # Everything is checked before MODEL_DIR is written (step 3), so a refused run leaves no
     # config.gin or empty checkpoints/ behind.
     check_run_parameters(
@@ -286,37 +391,49 @@ def train(
             "train.keep_checkpoints": keep_checkpoints,
         },
     )
-    model_dir = check_model_dir(model_dir)
-    profile = goodput.Profile(model_dir, profile_steps)
+    if not planning:  # a gs:// MODEL_DIR is checked before anything is compiled
+        model_dir = check_model_dir(model_dir)
+        profile = goodput.Profile(model_dir, profile_steps)
     cfg = model_config or get_preset("tiny")
     data_seed = seed if data_seed is None else data_seed
 
-    # -- 1. mesh --
-    mesh = mesh_fn()
-    family = families.family_of(cfg)
-    rules = partitioning.get_axis_rules(axis_rules) + tuple(family.axis_rules.get(axis_rules, ()))
-    partitioning.check_batch_size(batch_size, mesh)
-    if batch_size % num_microbatches:
-        raise ValueError(
-            f"BATCH_SIZE={batch_size} is not divisible by {num_microbatches} microbatches."
+    # -- 1-2. mesh, model, objective, optimizer, trainable split, abstract state, jitted step --
+    setup = setup_run(
+        cfg,
+        objective_cls=objective_cls,
+        mesh_fn=mesh_fn,
+        axis_rules=axis_rules,
+        train_steps=train_steps,
+        batch_size=batch_size,
+        num_microbatches=num_microbatches,
+        seed=seed,
+    )
+    if planning:
+        return planner(
+            setup,
+            batch_size=batch_size,
+            task_feature_lengths=dict(task_feature_lengths),
+            num_microbatches=num_microbatches,
+            axis_rules=axis_rules,
         )
+    if callable(mixture_or_task_name):
+        # A lazily registered task (`MIXTURE_OR_TASK_NAME = @tasks.instruct_task`): registered
+        # only by a run that reads data, so `codet5p plan` needs no data path.
+        mixture_or_task_name = mixture_or_task_name()
     data.import_task_modules(task_modules)
     data.get_task(mixture_or_task_name)  # fail fast on an unknown task, before any compile
     if use_cached_tasks:
         data.check_cached(mixture_or_task_name)
-
-    # -- 2. model, objective, optimizer, abstract state --
-    model = families.build_model(cfg)
-    objective = objective_cls(model)
-    schedule = optimizers.make_schedule(total_steps=train_steps)
-    rng = jax.random.key(seed)
-    init_rng, extra_rng, step_rng = jax.random.split(rng, 3)
-    boxed_init = _boxed_params_fn(model, cfg, objective)
-    abstract_params = partitioning.unbox_abstract(jax.eval_shape(boxed_init, init_rng))
-    tx = optimizers.make_optimizer(
-        abstract_params, learning_rate=schedule, param_groups=family.param_groups
-    )
-    abstract, shardings, boxed = _abstract_state(boxed_init, objective, tx, mesh, rules, init_rng)
+    mesh, rules, objective, tx = setup.mesh, setup.rules, setup.objective, setup.tx
+    abstract, shardings, boxed, partition = (
+        setup.abstract, setup.shardings, setup.boxed, setup.partition
+    )  # fmt: skip
+    init_rng, extra_rng, step_rng = setup.rngs
+    report = memory.state_bytes(abstract, partition)
+    line = memory.describe(report, abstract, partition)
+    log.info("%s", line)
+    if jax.process_index() == 0:
+        print(f"codet5p train: {line}", flush=True)
 
     # -- 3. state --
     ckpt = checkpointing.Checkpointer(
@@ -349,7 +466,7 @@ def train(
             latest,
         )
     else:
-        params = partitioning.sharded_init(boxed_init, mesh, rules, init_rng)[0]
+        params = partitioning.sharded_init(setup.boxed_init, mesh, rules, init_rng)[0]
         if initial_checkpoint_path:
             params, fresh = initial_checkpoint.load_initial_params(
                 initial_checkpoint_path,
@@ -366,28 +483,14 @@ def train(
             )
         else:
             log.info("starting from scratch in %s (no checkpoint there)", model_dir)
-        state = _init_rest(params, boxed, objective, tx, shardings, extra_rng)
+        state = _init_rest(params, boxed, objective, tx, partition, shardings, extra_rng)
     start = int(jax.device_get(state.step))
     model_dir.mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
         atomic_files.write_text(model_dir / "config.gin", gin.config_str())
 
-    # -- 4. the one jit site --
-    step_fn = functools.partial(
-        step_lib.train_step,
-        loss_fn=objective.loss_fn,
-        tx=tx,
-        num_microbatches=num_microbatches,
-        learning_rate_fn=schedule,
-    )
-    batch_sh = partitioning.batch_sharding(mesh)
-    repl = partitioning.replicated(mesh)
-    jitted = jax.jit(
-        step_fn,
-        in_shardings=(shardings, batch_sh, repl),
-        out_shardings=(shardings, repl),
-        donate_argnums=(0,),
-    )
+    # -- 4. the one jit site (built by setup_run) --
+    jitted = setup.jitted
 
     # -- 5. loop --
     batches = data.host_batches(
