@@ -16,6 +16,7 @@ from tasks.registry import (
     register_corpus,
     register_defaults,
 )
+from tasks.retrieval_augmented import rag_task
 from tasks.stage1 import Stage1FeatureConverter
 from tasks.stage2 import BimodalFeatureConverter
 from tasks.vocabularies import CodeGenVocabulary, CodeT5Vocabulary
@@ -35,5 +36,6 @@ __all__ = [
     "corpus_names",
     "feature_converter_for",
     "register_alpaca",
+    "rag_task",
     "register_corpus",
 ]

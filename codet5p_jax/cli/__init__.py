@@ -26,6 +26,10 @@ COMMANDS = {
     "metrics": ("codet5p_jax.cli.metrics", "print run summaries and re-plot loss curves"),
     "train-tokenizer": ("codet5p_jax.cli.train_tokenizer", "train a CodeT5-recipe byte-level BPE"),
     "prepare-corpus": ("codet5p_jax.cli.prepare_corpus", "extract and cache a code corpus"),
+    "index": ("codet5p_jax.cli.index", "embed a code corpus into a FAISS index"),
+    "search": ("codet5p_jax.cli.search", "top-k records of an index for a query"),
+    "retrieve": ("codet5p_jax.cli.retrieve", "offline retrieval of RAG neighbours to JSONL"),
+    "rag": ("codet5p_jax.cli.rag", "retrieval-augmented generation, scored (gin run)"),
 }
 
 
