@@ -20,6 +20,7 @@ registers a task over those files whose `inputs` are the ids above and whose `ta
 tokenised target + `</s>`, for `seqio.EncDecFeatureConverter` (t5x fine-tuning as usual).
 """
 
+import functools
 import json
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -94,6 +95,17 @@ def read_neighbours(path) -> list[dict]:
     return rows
 
 
+def tokenize_targets(ds: tf.data.Dataset, vocabulary) -> tf.data.Dataset:
+    """Tokenises the string `targets` (`inputs` are ids already; `seqio.preprocessors.tokenize`
+    would try to tokenise them too) and keeps the text as `targets_pretokenized`."""
+
+    def fn(ex):
+        ids = tf.cast(vocabulary.encode_tf(ex["targets"]), tf.int32)
+        return {"inputs": ex["inputs"], "targets": ids, "targets_pretokenized": ex["targets"]}
+
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def register_rag_task(
     name: str,
     files: Mapping[str, str],
@@ -148,7 +160,7 @@ def register_rag_task(
         name,
         source=seqio.FunctionDataSource(dataset_fn, splits=tuple(files)),
         preprocessors=[
-            seqio.preprocessors.tokenize,  # only the string `targets`; `inputs` are ids already
+            functools.partial(tokenize_targets, vocabulary=vocabulary),
             seqio.CacheDatasetPlaceholder(),
             seqio.preprocessors.append_eos_after_trim,
         ],
