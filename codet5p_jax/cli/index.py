@@ -6,9 +6,10 @@
 
 MODEL is an embedding-capable checkpoint (an HF download of codet5p-110m-embedding or
 codet5p-220m-bimodal, a stage-2 MODEL_DIR, an orbax dir). A corpus is a JSONL/JSON file in any
-language (CodeSearchNet, `{"code", "text"}`, GenBench, CoSQA) or a registered corpus `NAME[:SPLIT]`
-(`stdlib`). Running it again with the same corpus and checkpoint does nothing (content hashes);
-see docs/retrieval_index.md for the layout and the exact / IVF / HNSW trade-off.
+language (CodeSearchNet, `{"code", "text"}`, GenBench, CoSQA), a source directory (its documented
+functions in the nine CodeT5+ languages) or a registered corpus `NAME[:SPLIT]` (`stdlib`).
+Running it again with the same corpus and checkpoint does nothing (content hashes); see
+docs/retrieval_index.md for the layout and the exact / IVF / HNSW trade-off.
 """
 
 import argparse
@@ -23,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="embedding-capable checkpoint")
     p.add_argument(
-        "--corpus", action="append", required=True, help="JSONL/JSON file or corpus NAME[:SPLIT]"
+        "--corpus",
+        action="append",
+        required=True,
+        help="JSONL/JSON file, source dir or corpus NAME[:SPLIT]",
     )
     p.add_argument("--index", required=True, help="index directory (created if missing)")
     p.add_argument("--kind", choices=vector_index.KINDS, default="flat")

@@ -6,6 +6,8 @@ Sources (`codet5p index --corpus SOURCE`, repeatable):
   `code_tokens`; `docstring` / `docstring_tokens`; `language`, `path`, `func_name`), plain
   `{"code", "text"}` records, CoSQA `{"code", "doc"}` lists, or GenBench `{"input": "doc [SEP]
   code"}` lines;
+* a **source directory** in the nine CodeT5+ languages: its documented functions (the stage-2
+  pair extractors, `tasks.function_pairs`), with their doc comments as the description;
 * a **registered corpus** `NAME` or `NAME:SPLIT` (`stdlib`, or any corpus registered with
   `tasks.register_corpus`): its prepared `pairs` stream (functions with their docstrings), both
   splits unless one is named.
@@ -144,13 +146,39 @@ def read_corpus_records(name: str, split: str | None = None) -> list[dict]:
     return records
 
 
-def read_source(source: str) -> tuple[str, list[dict], str]:
-    """`(source key, records, content hash)` of a file path or `NAME[:SPLIT]` corpus.
+def read_tree_records(root) -> tuple[list[dict], str]:
+    """`(records, content hash)` of the documented functions of a source tree in the nine
+    languages (`tasks.function_pairs`, the stage-2 pair extractor; Python via `ast`)."""
+    from collections import Counter
 
-    The content hash is the file's sha256, or for a corpus the hash of its records (a
-    prepared corpus is fingerprinted by its spec, so this is cheap to recompute).
+    from tasks import corpus_sources, function_pairs
+
+    root, counts, records = pathlib.Path(root), Counter(), []
+    digest = hashlib.sha256()
+    for rec in corpus_sources.iter_source_tree(root, counts):
+        digest.update(f"{rec['path']}\0{code_hash(rec['code'])}\0".encode())
+        if rec["language"] == "python":
+            pairs = corpus_sources.python_function_pairs(rec["code"], rec["path"], counts)
+        else:
+            pairs = function_pairs.function_pairs(rec["code"], rec["path"], rec["language"], counts)
+        records += [{"code": x["code"], "text": x["docstring"], "language": x["language"],
+                     "path": x["path"]} for x in pairs]  # fmt: skip
+    if not records:
+        raise RecordError(f"{root}: no documented functions in the nine languages ({dict(counts)})")
+    return records, digest.hexdigest()
+
+
+def read_source(source: str) -> tuple[str, list[dict], str]:
+    """`(source key, records, content hash)` of a file, a source directory or a corpus.
+
+    The content hash is the file's sha256; for a directory, the hash of its files' paths and
+    code; for a corpus `NAME[:SPLIT]`, the hash of its records (a prepared corpus is
+    fingerprinted by its spec, so this is cheap to recompute).
     """
     path = pathlib.Path(source)
+    if path.is_dir():
+        records, digest = read_tree_records(path)
+        return str(path.resolve()), records, digest
     if path.exists():
         return str(path.resolve()), read_file_records(path), file_hash(path)
     if path.suffix in (".jsonl", ".json") or "/" in source:

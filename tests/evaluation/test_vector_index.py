@@ -252,3 +252,18 @@ def test_index_bad_record_and_search_bad_inputs(embedder_dir, tmp_path, capsys):
     assert "no index at" in capsys.readouterr().err
     assert search_cli.main(["--index", str(tmp_path / "none"), "--query", "x", "-k", "0"]) == 2
     assert "-k must be >= 1" in capsys.readouterr().err
+
+
+def test_index_a_source_directory_in_nine_languages(embedder_dir, embedder, tmp_path):
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parents[1] / "tasks/fixtures/function_pairs"
+    kw = dict(code_length=CODE_LENGTH, progress=False, embedder=embedder)
+    report = indexing.index_corpus(tmp_path / "idx", [str(fixtures)], embedder_dir[0], **kw)
+    records = vector_index.load(tmp_path / "idx").records
+    # 25 documented functions: the hand counts of tests/tasks/test_function_pairs.py
+    assert report.added == len(records) == 25
+    assert {r["language"] for r in records} == {
+        "python", "java", "javascript", "go", "php", "ruby", "c", "cpp", "c_sharp"}  # fmt: skip
+    again = indexing.index_corpus(tmp_path / "idx", [str(fixtures)], embedder_dir[0], **kw)
+    assert again.added == 0 and again.skipped_sources == (str(fixtures),)
