@@ -24,7 +24,7 @@ from codet5p_jax.evaluation import index_records, indexing, rag
 from codet5p_jax.models import init_params
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-STEPS = 200
+STEPS = int(os.environ.get("RAG_E2E_STEPS", 200))  # docs numbers: 100 (a busy machine)
 
 
 @pytest.mark.slow
