@@ -17,6 +17,7 @@ from tasks.registry import (
     register_corpus,
     register_defaults,
 )
+from tasks.retrieval_augmented import rag_task
 from tasks.stage1 import Stage1FeatureConverter
 from tasks.stage2 import BimodalFeatureConverter
 from tasks.understanding import (
@@ -54,6 +55,7 @@ __all__ = [
     "register_defect",
     "register_line_completion",
     "register_poj104",
+    "rag_task",
     "register_corpus",
     "vocabulary_for_dir",
 ]

@@ -40,8 +40,9 @@ from collections.abc import Iterator
 from etils import epath
 
 from tasks import corpus_sources as S
+from tasks.function_pairs import function_pairs
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pairs from all nine languages (was: Python only)
 KINDS = ("stdlib", "directory", "jsonl", "pairs")
 STREAMS = ("code", "pairs")
 SPLITS = ("train", "validation")
@@ -141,6 +142,10 @@ def _records(spec: CorpusSpec, counts: Counter) -> Iterator[tuple[str, str, dict
             yield "code", rec["path"], rec
             if rec["language"] == "python":
                 for pair in S.python_function_pairs(rec["code"], rec["path"], counts):
+                    yield "pairs", rec["path"], pair
+            else:  # the other eight languages: tree-sitter (same filters, tasks/function_pairs)
+                pairs = function_pairs(rec["code"], rec["path"], rec["language"], counts)
+                for pair in pairs:
                     yield "pairs", rec["path"], pair
     elif spec.kind == "jsonl":
         for i, rec in enumerate(S.iter_code_jsonl(src, counts)):

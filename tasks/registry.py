@@ -161,3 +161,15 @@ def register_defaults() -> None:
     register_corpus("stdlib", kind="stdlib", vocabulary=vocab)
     if "codet5p_humaneval" not in seqio.TaskRegistry.names():
         downstream.register_humaneval(vocab)
+
+
+def registered_spec(name: str) -> CorpusSpec | None:
+    """The `CorpusSpec` registered under corpus `name` (None if none is), for readers of its
+    prepared records (`codet5p index --corpus NAME`)."""
+    key = _REGISTERED.get(name)
+    return None if key is None else key[0]
+
+
+def registered_corpora() -> list[str]:
+    """Names of the registered corpora."""
+    return sorted(_REGISTERED)

@@ -28,6 +28,10 @@ COMMANDS = {
     "train-tokenizer": ("codet5p_jax.cli.train_tokenizer", "train a CodeT5-recipe byte-level BPE"),
     "prepare-corpus": ("codet5p_jax.cli.prepare_corpus", "extract and cache a code corpus"),
     "plan": ("codet5p_jax.cli.plan", "per-device memory and FLOPs of a run, compiled AOT"),
+    "index": ("codet5p_jax.cli.index", "embed a code corpus into a FAISS index"),
+    "search": ("codet5p_jax.cli.search", "top-k records of an index for a query"),
+    "retrieve": ("codet5p_jax.cli.retrieve", "offline retrieval of RAG neighbours to JSONL"),
+    "rag": ("codet5p_jax.cli.rag", "retrieval-augmented generation, scored (gin run)"),
 }
 
 
