@@ -7,6 +7,7 @@ docs/data.md.
 """
 
 import gin
+from tasks.completion_decoder import CompletionDecoderFeatureConverter
 from tasks.downstream import register_alpaca
 from tasks.registry import (
     DEFAULT_LENGTHS,
@@ -32,6 +33,7 @@ gin.external_configurable(Stage1FeatureConverter, module="tasks")
 gin.external_configurable(BimodalFeatureConverter, module="tasks")
 gin.external_configurable(ClassificationFeatureConverter, module="tasks")
 gin.external_configurable(PairFeatureConverter, module="tasks")
+gin.external_configurable(CompletionDecoderFeatureConverter, module="tasks")
 
 register_defaults()
 
@@ -40,6 +42,7 @@ __all__ = [
     "PairFeatureConverter",
     "BimodalFeatureConverter",
     "ClassificationFeatureConverter",
+    "CompletionDecoderFeatureConverter",
     "CodeGenVocabulary",
     "CodeT5Vocabulary",
     "Stage1FeatureConverter",
