@@ -64,3 +64,22 @@ def test_decoder_prefix_generation_equals_step_by_step_loop(shared_dir, vocab):
     seq2seq = make_generate_fn(model, params, vocab, prompt_tail=True, max_new_tokens=new)
     assert [s[0] for s in seq2seq(prompts, 1)] != got
 
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"generation_mode": "decoder", "benchmark": "completion-py150"}, "one of"),
+        (
+            {"generation_mode": "decoder_only", "mixture_or_task_name": "codet5p_x"},
+            "BENCHMARK runs only",
+        ),
+    ],
+)
+def test_bad_generation_mode_is_refused_before_loading(tmp_path, kwargs, message):
+    from codet5p_jax.evaluation.task_eval import evaluate
+
+    with pytest.raises(ValueError) as info:
+        evaluate(checkpoint_path=str(tmp_path / "missing"), output_dir=str(tmp_path), **kwargs)
+    # gin appends a line naming the configurable; the CLI prints the first one.
+    assert message in str(info.value).splitlines()[0] and "generation_mode" in str(info.value)
