@@ -65,7 +65,6 @@ def test_decoder_prefix_generation_equals_step_by_step_loop(shared_dir, vocab):
     assert [s[0] for s in seq2seq(prompts, 1)] != got
 
 
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
