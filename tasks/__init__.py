@@ -7,6 +7,7 @@ docs/data.md.
 """
 
 import gin
+from tasks.completion_decoder import CompletionDecoderFeatureConverter
 from tasks.downstream import register_alpaca
 from tasks.instruct import InstructFeatureConverter, instruct_task
 from tasks.registry import (
@@ -34,6 +35,7 @@ gin.external_configurable(Stage1FeatureConverter, module="tasks")
 gin.external_configurable(BimodalFeatureConverter, module="tasks")
 gin.external_configurable(ClassificationFeatureConverter, module="tasks")
 gin.external_configurable(PairFeatureConverter, module="tasks")
+gin.external_configurable(CompletionDecoderFeatureConverter, module="tasks")
 
 register_defaults()
 
@@ -43,6 +45,7 @@ __all__ = [
     "BimodalFeatureConverter",
     "ClassificationFeatureConverter",
     "InstructFeatureConverter",
+    "CompletionDecoderFeatureConverter",
     "CodeGenVocabulary",
     "CodeT5Vocabulary",
     "Stage1FeatureConverter",

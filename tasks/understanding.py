@@ -5,7 +5,9 @@
 * `register_clone_pairs` -> `codet5p_clone_<name>`: inputs, inputs2, label; `PairFeatureConverter`.
 * `register_poj104` -> `codet5p_poj104_<name>`: inputs, label and index (strings), for embedding.
 * `register_line_completion` -> `codet5p_completion_<name>`: inputs (context), targets (next
-  line); `seqio.EncDecFeatureConverter`.
+  line); `seqio.EncDecFeatureConverter`. With `mode="decoder_only"` ->
+  `codet5p_completion_<name>_decoder`: `[CLM]` in, context + next line as the decoder sequence,
+  loss on the line only (`tasks.completion_decoder`, `CompletionDecoderFeatureConverter`).
 
 Splits are `train`, `validation` and `test` (the benchmark's own files; see `tasks.codexglue`).
 Files are read when a split is first requested. Each function is gin-configurable and returns
@@ -20,12 +22,14 @@ import seqio
 import tensorflow as tf
 
 import gin
-from tasks import codexglue
+from tasks import codexglue, completion_decoder
 
 DEFECT_LENGTHS = {"inputs": 512}
 CLONE_LENGTHS = {"inputs": 400}
 POJ104_LENGTHS = {"inputs": 512}
 COMPLETION_LENGTHS = {"inputs": 1024, "targets": 128}
+COMPLETION_DECODER_LENGTHS = {"inputs": 1, "targets": 1024}
+COMPLETION_MODES = ("seq2seq", "decoder_only")
 SPLITS = ("train", "validation", "test")
 _SPEC = seqio.FeatureConverter.FeatureSpec
 
@@ -207,15 +211,28 @@ def register_line_completion(
     vocabulary=None,
     max_context_tokens: int = 1024,
     lines_per_file: int | None = None,
+    mode: str = "seq2seq",
+    max_line_tokens: int = 128,
 ) -> str:
-    """Registers `codet5p_completion_<name>` (context -> next line) over `data_dir`.
+    """Registers a line-completion task (context -> next line) over `data_dir`.
 
     `data_dir` holds CodeXGLUE's token-level `train.txt` (training examples are cut from it at
     line breaks) and line-level `dev.json` / `test.json`. Inputs keep the `<s>` / `<EOL>`
     markers and literal placeholders of the data (the format the metrics compare in); targets
-    are the next line's tokens. The encoder input is left-truncated: `max_context_tokens` data
-    tokens here, then the `inputs` length after tokenisation keeps the last tokens.
+    are the next line's tokens.
+
+    * `mode="seq2seq"` -> `codet5p_completion_<name>`: the context is the encoder input,
+      left-truncated: `max_context_tokens` data tokens here, then the `inputs` length after
+      tokenisation keeps the last tokens.
+    * `mode="decoder_only"` -> `codet5p_completion_<name>_decoder`: the encoder input is `[CLM]`
+      and the decoder sequence (`targets` length) is the context's last tokens, the line (its
+      first `max_line_tokens`) and EOS; only the line and EOS carry loss. Train with
+      `tasks.CompletionDecoderFeatureConverter`.
     """
+    if mode not in COMPLETION_MODES:
+        raise ValueError(
+            f"register_line_completion.mode must be one of {COMPLETION_MODES}, got {mode!r}"
+        )
     kwargs = dict(max_context_tokens=max_context_tokens, lines_per_file=lines_per_file)
 
     def read(split):
@@ -226,6 +243,18 @@ def register_line_completion(
         seqio.preprocessors.rekey, key_map={"inputs": "input", "targets": "target"}
     )
     vocab = _vocabulary(vocabulary)
+    if mode == "decoder_only":
+        to_decoder = functools.partial(
+            completion_decoder.decoder_only_completion,
+            clm_id=vocab.clm_id,
+            eos_id=vocab.eos_id,
+            max_line_tokens=max_line_tokens,
+        )
+        features = {k: seqio.Feature(vocab, add_eos=False) for k in ("inputs", "targets")}
+        return _add(
+            f"codet5p_completion_{name}_decoder", source, [rekey, *_TOKENIZE[:2], to_decoder],
+            features,
+        )  # fmt: skip
     return _add(
         f"codet5p_completion_{name}",
         source,

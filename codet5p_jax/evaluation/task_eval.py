@@ -23,6 +23,7 @@ import gin
 from codet5p_jax import atomic_files
 
 log = logging.getLogger(__name__)
+GENERATION_MODES = ("seq2seq", "decoder_only")
 
 
 def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +38,14 @@ def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarr
 
 
 def make_generate_fn(
-    model, params, vocabulary, *, max_input_length: int = 512, prompt_tail: bool = False, **defaults
+    model,
+    params,
+    vocabulary,
+    *,
+    max_input_length: int = 512,
+    prompt_tail: bool = False,
+    decoder_only: bool = False,
+    **defaults,
 ):
     """A benchmark `generate_fn(prompts, num_samples, decoder_prompts=None, **gen_kwargs)
     -> list[list[str]]`.
@@ -47,13 +55,20 @@ def make_generate_fn(
     `max_input_length - 1` tokens and ends with `</s>` (as the completion tasks' inputs).
     `decoder_prompts` (CodeT5+ >= 2B, FACTS §1.5) are fed to the decoder after its start token
     (the model's pad id for that family) and are not part of the returned text.
+
+    With `decoder_only` (the paper's decoder-only use, §3.1.2), the encoder input of every row
+    is `[CLM]` alone and the prompt's last `max_input_length` tokens (no `</s>`) are the decoder
+    prefix, as the decoder-only completion task trains it (`tasks.completion_decoder`).
     """
     from codet5p_jax.decoding import generate as generation
+    from codet5p_jax.models import decoder_only_inputs
 
     pad_id = model.config.pad_token_id
 
     def encode(prompt: str) -> list[int]:
         ids = list(vocabulary.encode(prompt))
+        if decoder_only:
+            return ids[max(0, len(ids) - max_input_length) :]
         if prompt_tail:
             return ids[max(0, len(ids) - (max_input_length - 1)) :] + [model.config.eos_token_id]
         return ids[:max_input_length]
@@ -82,6 +97,11 @@ def make_generate_fn(
                     f"{opts['method']!r}: set evaluate.decode_method='sample' (and temperature)."
                 )
             opts.update(method="sample", num_samples=num_samples)
+        if decoder_only:
+            # The prompt moves to the decoder; the encoder reads `[CLM]` alone.
+            opts.update(decoder_prefix_ids=batch, decoder_prefix_mask=mask)
+            clm, clm_mask = decoder_only_inputs(len(prompts))
+            batch, opts["attention_mask"] = np.asarray(clm), np.asarray(clm_mask)
         out = generation.generate(model, params, batch, **opts)
         tokens = np.asarray(out.tokens)  # [B, num_samples, T]
         return [
@@ -177,6 +197,7 @@ def evaluate(
     benchmark_options: dict[str, Any] | None = None,
     vocabulary: Any = None,
     max_input_length: int = 512,
+    generation_mode: str = "seq2seq",
 ) -> dict[str, Any]:
     """Evaluates a checkpoint; see the module docstring.
 
@@ -196,7 +217,11 @@ def evaluate(
       vocabulary: seqio vocabulary for benchmark prompts (default: the checkpoint's tokenizer
         files, else `tasks.CodeT5Vocabulary()`, the project's default rule).
       max_input_length: Tokens of a benchmark input kept (classification / embedding
-        benchmarks; generation prompts use `make_generate_fn`'s default).
+        benchmarks, and the decoder prefix in "decoder_only" mode; seq2seq generation prompts
+        use `make_generate_fn`'s default).
+      generation_mode: "seq2seq" (the prompt is the encoder input) or "decoder_only" (`[CLM]`
+        to the encoder, the prompt as decoder prefix: the line-completion benchmarks of a
+        decoder-only fine-tuned model, docs/understanding.md). Benchmarks only.
 
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
@@ -206,6 +231,15 @@ def evaluate(
     from codet5p_jax.train.trainer import check_required
 
     check_required(CHECKPOINT_PATH=checkpoint_path, OUTPUT_DIR=output_dir)
+    if generation_mode not in GENERATION_MODES:
+        raise ValueError(
+            f"evaluate.generation_mode must be one of {GENERATION_MODES}, got {generation_mode!r}"
+        )
+    if generation_mode == "decoder_only" and mixture_or_task_name:
+        raise ValueError(
+            "evaluate.generation_mode='decoder_only' applies to BENCHMARK runs only, not to "
+            "MIXTURE_OR_TASK_NAME task metrics."
+        )
     if not mixture_or_task_name and not benchmark:
         raise ValueError("Set MIXTURE_OR_TASK_NAME (task metrics) or BENCHMARK (e.g. humaneval).")
     ckpt = loading.load(checkpoint_path)
@@ -240,9 +274,15 @@ def evaluate(
         else:
             spec = benchmarks.get_benchmark(benchmark)
             if spec.predictor == "generate":
-                model_fn = make_generate_fn(
-                    model, params, vocabulary, prompt_tail=spec.prompt_tail, **gen_kwargs
-                )
+                if generation_mode == "decoder_only":
+                    model_fn = make_generate_fn(
+                        model, params, vocabulary, max_input_length=max_input_length,
+                        decoder_only=True, **gen_kwargs,
+                    )  # fmt: skip
+                else:
+                    model_fn = make_generate_fn(
+                        model, params, vocabulary, prompt_tail=spec.prompt_tail, **gen_kwargs
+                    )
             else:
                 from codet5p_jax.evaluation import understanding
 

@@ -26,6 +26,11 @@ PARAM_GROUPS = {
     "encoder": (r"^encoder/",),
     "decoder": (r"^decoder/",),
     "cross_attention": (_CROSS_ATTENTION,),
+    # The decoder without its cross-attention: what decoder-only fine-tuning trains (paper §3.4:
+    # "[CLM]" to the encoder, the encoder and the cross-attention frozen).
+    "decoder_self": (
+        r"^decoder/(?!layers(_\d+)?/(encoder_decoder_attention|pre_cross_attention_layer_norm)/)",
+    ),
     # Stage-2 heads, and the contrastive objective's learned temperature that trains with them;
     # the classifiers' head.
     "heads": (

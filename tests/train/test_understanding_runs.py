@@ -122,6 +122,28 @@ def test_tiny_completion_experiment(shared_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_tiny_completion_decoder_only_experiment(shared_dir, tmp_path):
+    """Decoder-only mode: trains with the line-only loss, then `codet5p eval` generates from
+    `[CLM]` + the context as decoder prefix and writes EM / edit similarity per example."""
+    data = tmp_path / "py150"
+    data.mkdir()
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    streams = [codexglue_tokens((stdlib / m).read_text()) for m in ("bisect.py", "colorsys.py")]
+    (data / "train.txt").write_text("\n".join(streams) + "\n")
+    shutil.copy(shared_dir / FIXTURES / "code-completion-line-python" / "test.json", data)
+    _train("tiny_completion_decoder_only.gin", tmp_path / "run", data)
+    metrics = _eval(
+        tmp_path / "run", tmp_path / "eval", "completion-py150", {"path": str(data)},
+        "--gin.evaluate.max_new_tokens=4", "--gin.evaluate.generation_mode='decoder_only'",
+        "--gin.evaluate.max_input_length=144",
+    )  # fmt: skip
+    assert metrics["num_examples"] == 5 and set(metrics) >= {"exact_match", "edit_sim"}
+    rows = [json.loads(x) for x in (tmp_path / "eval" / "samples_results.jsonl").open()]
+    assert len(rows) == 5 and all({"exact_match", "edit_sim"} <= set(r) for r in rows)
+    assert metrics["edit_sim"] == pytest.approx(sum(r["edit_sim"] for r in rows) / 5, abs=0.01)
+
+
+@pytest.mark.slow
 def test_tiny_clone_poj104_experiment(shared_dir, tmp_path):
     from codet5p_jax.config import get_preset
     from codet5p_jax.loading import save
