@@ -185,11 +185,18 @@ def load(path, *, scan_layers: bool | None = None, dtype=None) -> Checkpoint:
     return Checkpoint(config, params, tokenizer_dir, fmt, directory, step)
 
 
-def _dominant_dtype(state: dict[str, np.ndarray]) -> str:
-    """The dtype most parameters are stored in (HF `torch_dtype` for `dtype="auto"` loaders)."""
+def _dominant_dtype(state) -> str:
+    """The dtype most parameters are stored in (HF `torch_dtype` for `dtype="auto"` loaders).
+
+    Read from a lazy state's shapes and dtypes when it has them (nothing is built).
+    """
     sizes = collections.Counter()
-    for x in state.values():
-        sizes[str(x.dtype)] += x.size
+    for key in state:
+        if hasattr(state, "dtype"):
+            sizes[str(state.dtype(key))] += int(np.prod(state.shape(key)))
+        else:
+            x = state[key]
+            sizes[str(x.dtype)] += x.size
     return sizes.most_common(1)[0][0]
 
 

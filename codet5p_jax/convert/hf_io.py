@@ -14,6 +14,7 @@ import json
 import pathlib
 import shutil
 import tempfile
+from collections.abc import Mapping
 
 import numpy as np
 import safetensors
@@ -115,22 +116,28 @@ def copy_tokenizer_files(src, dst) -> list[str]:
     return copied
 
 
-def _shards(state: dict[str, np.ndarray], max_shard_bytes: int) -> list[list[str]]:
+def nbytes(state: Mapping[str, np.ndarray], key: str) -> int:
+    """The byte size of `state[key]`, without building it when `state` is lazy."""
+    return state.nbytes(key) if hasattr(state, "nbytes") else state[key].nbytes
+
+
+def _shards(state: Mapping[str, np.ndarray], max_shard_bytes: int) -> list[list[str]]:
     """Keys grouped in order into shards of at most `max_shard_bytes` (a bigger tensor alone)."""
     shards, size = [[]], 0
-    for key, value in state.items():
-        if shards[-1] and size + value.nbytes > max_shard_bytes:
+    for key in state:
+        key_bytes = nbytes(state, key)
+        if shards[-1] and size + key_bytes > max_shard_bytes:
             shards.append([])
             size = 0
         shards[-1].append(key)
-        size += value.nbytes
+        size += key_bytes
     return shards
 
 
 def write_hf_dir(
     dst,
     hf_config: dict,
-    state: dict[str, np.ndarray],
+    state: Mapping[str, np.ndarray],
     tokenizer_dir=None,
     *,
     extra_files: dict[str, str] | None = None,
@@ -146,7 +153,8 @@ def write_hf_dir(
     Args:
       dst: Directory to create; must not exist.
       hf_config: The `config.json` contents.
-      state: HF key -> numpy array (a family's `params_to_hf` output).
+      state: HF key -> numpy array (a family's `params_to_hf` output, possibly lazy: each
+        shard's tensors are read just before that shard is written and released after it).
       tokenizer_dir: Directory whose tokenizer files are copied along, or None.
       extra_files: File name -> text written beside the weights (e.g. a README note).
       max_shard_bytes: Largest shard written.
@@ -155,9 +163,11 @@ def write_hf_dir(
       ConversionError: If `dst` exists.
     """
     with atomic_directory(dst) as tmp:
-        total = sum(v.nbytes for v in state.values())
+        total = sum(nbytes(state, k) for k in state)
         if total <= max_shard_bytes:
-            safetensors.numpy.save_file(state, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+            tensors = {k: state[k] for k in state}
+            safetensors.numpy.save_file(tensors, tmp / SAFETENSORS_FILE, metadata={"format": "pt"})
+            del tensors
         else:
             shards = _shards(state, max_shard_bytes)
             weight_map = {}
@@ -165,6 +175,7 @@ def write_hf_dir(
                 name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
                 tensors = {k: state[k] for k in keys}
                 safetensors.numpy.save_file(tensors, tmp / name, metadata={"format": "pt"})
+                del tensors  # this shard's tensors go before the next shard's are built
                 weight_map.update(dict.fromkeys(keys, name))
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / SAFETENSORS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")

@@ -292,8 +292,11 @@ def hf_to_params(
 
 def params_to_hf(
     params: Mapping, cfg: ShallowDeepConfig, source: str = "params"
-) -> dict[str, np.ndarray]:
+) -> mapping.LazyArrays:
     """Params -> the released state dict, `causal_mask` buffers included.
+
+    Checked whole up front; each HF tensor (a fused qkv from its parts) is built only when read,
+    so a shard-by-shard writer never holds a second copy of the model.
 
     Raises:
       ConversionError: On a missing, leftover or misshapen param or a layout that does not
@@ -308,21 +311,30 @@ def params_to_hf(
         params = unscan(params, cfg)
     flat = traverse_util.flatten_dict(params, sep="/")
     split = mapping.apply_jax_to_hf(flat, rule_table(cfg), source)
-    state = {}
-    for key in list(split):
-        if key not in split:  # already fused into its tensor
-            continue
+    state = mapping.LazyArrays()
+    for key in split:
         if not key.endswith("]"):
-            state[key] = split.pop(key)
+            state.add(key, split.shape(key), split.dtype(key), lambda key=key: split[key])
             continue
         fused = key[: key.rindex("[")]
         parts = _fused_parts(fused)
-        state[fused] = fuse_parts({p: split.pop(f"{fused}[{p}]") for p in parts}, parts)
+        if fused in state:  # added with its first part
+            continue
+        d, d_in = split.shape(key)
+        state.add(
+            fused,
+            (len(parts) * d, d_in),
+            split.dtype(key),
+            lambda fused=fused, parts=parts: fuse_parts(
+                {p: split[f"{fused}[{p}]"] for p in parts}, parts
+            ),
+        )
     # The released code registers these as persistent buffers: its loader expects them.
     p = cfg.max_positions
-    mask = np.tril(np.ones((p, p), np.uint8))[None, None]
     for key in causal_mask_keys(cfg):
-        state[key] = mask
+        state.add(
+            key, (1, 1, p, p), np.uint8, lambda: np.tril(np.ones((p, p), np.uint8))[None, None]
+        )
     return state
 
 

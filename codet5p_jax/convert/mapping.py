@@ -9,7 +9,7 @@ be dropped are the explicitly listed tied copies and ignorable keys.
 """
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -104,6 +104,46 @@ class RuleTable:
         return {rule.jax: rule.jax_shape for rule in self.rules}
 
 
+class LazyArrays(Mapping):
+    """Key -> array, each made only when accessed; shapes and dtypes known up front.
+
+    An export's state dict: a writer that takes one shard's keys at a time holds that shard's
+    tensors and no more, instead of a whole second copy of the model beside the params.
+    """
+
+    def __init__(self):
+        self._entries: dict[str, tuple[tuple[int, ...], np.dtype, Callable[[], np.ndarray]]] = {}
+
+    def add(self, key: str, shape, dtype, make: Callable[[], np.ndarray]) -> None:
+        """Registers `key`, whose array (of `shape` and `dtype`) `make()` builds."""
+        self._entries[key] = (tuple(shape), np.dtype(dtype), make)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._entries[key][2]()
+
+    def __contains__(self, key) -> bool:  # Mapping's default would build the array
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """The shape of `key` without building it."""
+        return self._entries[key][0]
+
+    def dtype(self, key: str) -> np.dtype:
+        """The dtype of `key` without building it."""
+        return self._entries[key][1]
+
+    def nbytes(self, key: str) -> int:
+        """The byte size of `key` without building it."""
+        shape, dtype, _ = self._entries[key]
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
 def raise_problems(problems: list[str], what: str) -> None:
     """Raises one `ConversionError` listing `problems` (the first 20) under the heading `what`."""
     if not problems:
@@ -161,8 +201,10 @@ def apply_hf_to_jax(
 
 def apply_jax_to_hf(
     flat: Mapping[str, np.ndarray], table: RuleTable, source: str = "params"
-) -> dict[str, np.ndarray]:
+) -> LazyArrays:
     """Maps flat JAX params to an HF state dict, producing every HF key exactly once.
+
+    Every param is checked here; the HF arrays are built only when read (see `LazyArrays`).
 
     Args:
       flat: `/`-joined JAX path -> array (unscanned layout).
@@ -170,23 +212,30 @@ def apply_jax_to_hf(
       source: Names the input in error messages.
 
     Returns:
-      HF key -> contiguous array (tied copies and ignorable keys are not written).
+      HF key -> contiguous array on access (tied copies and ignorable keys are not written).
 
     Raises:
       ConversionError: Listing every missing or leftover param and shape mismatch.
     """
-    problems, state = [], {}
+    problems, state = [], LazyArrays()
     for rule in table.rules:
         if rule.jax not in flat:
             problems.append(f"missing param {rule.jax!r} (shape {rule.jax_shape})")
             continue
-        value = np.asarray(flat[rule.jax])
-        if tuple(value.shape) != rule.jax_shape:
+        value = flat[rule.jax]
+        if tuple(np.shape(value)) != rule.jax_shape:
             problems.append(
-                f"shape mismatch for {rule.jax!r}: expected {rule.jax_shape}, got {value.shape}"
+                f"shape mismatch for {rule.jax!r}: expected {rule.jax_shape}, got {np.shape(value)}"
             )
             continue
-        state[rule.hf] = np.ascontiguousarray(rule.transform.to_hf(value))
+        state.add(
+            rule.hf,
+            rule.hf_shape,
+            value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype,
+            lambda value=value, rule=rule: np.ascontiguousarray(
+                rule.transform.to_hf(np.asarray(value))
+            ),
+        )
     known = {rule.jax for rule in table.rules}
     problems += [
         f"unexpected param {k!r} (shape {tuple(np.shape(flat[k]))})"
