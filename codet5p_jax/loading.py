@@ -252,6 +252,22 @@ def _save(dst, config, params, fmt, tokenizer_dir, family, max_shard_bytes) -> N
         raise ConversionError(f"Unknown checkpoint format {fmt!r}; expected one of {FORMATS}")
 
 
+def _make_contiguous(params: dict) -> None:
+    """Replaces every non-contiguous leaf of `params` by a contiguous copy, one at a time.
+
+    HF sources give transposed views of the tensors as read. Orbax (tensorstore) writes all
+    leaves at once and copies each view into a contiguous buffer first, so every such copy would
+    sit beside the params; copying here, leaf by leaf, frees each viewed tensor right away.
+    """
+    if not isinstance(params, dict):  # e.g. a FrozenDict: leave it as it is
+        return
+    for key, value in params.items():
+        if isinstance(value, dict):
+            _make_contiguous(value)
+        elif isinstance(value, np.ndarray) and not value.flags.c_contiguous:
+            params[key] = np.ascontiguousarray(value)
+
+
 def convert(
     src,
     dst,
@@ -282,6 +298,8 @@ def convert(
     if to == "hf" and scan:
         raise ConversionError("--scan applies to orbax output only: HF checkpoints are unscanned")
     ckpt = load(src, scan_layers=False if to == "hf" else scan, dtype=dtype)
+    if to == "orbax":
+        _make_contiguous(ckpt.params)
     save(
         dst,
         ckpt.config,
