@@ -130,7 +130,13 @@ def iter_jsonl(path: str | os.PathLike, counts: Counter) -> Iterator[tuple[int, 
 
 def _jsonl_files(path: epath.Path) -> list[epath.Path]:
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json") and p.is_file())
+        # walk(), not rglob: epath refuses `**` patterns (one listing RPC per match on GCS).
+        return sorted(
+            root / name
+            for root, _, names in path.walk()
+            for name in names
+            if name.endswith((".jsonl", ".json"))
+        )
     if not path.exists():
         raise FileNotFoundError(f"corpus path {path} does not exist")
     return [path]
