@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from codet5p_jax import families, loading
 from codet5p_jax.decoding.generate import GenerateOutput, generate
@@ -183,7 +184,7 @@ def has_tokenizer_files(directory) -> bool:
     """Whether `directory` holds a `tokenizer.json` or a `vocab.json` + `merges.txt` pair."""
     if directory is None:
         return False
-    d = pathlib.Path(directory)
+    d = epath.Path(directory)  # gs:// too (a run's default tokenizer may live in a bucket)
     return (d / "tokenizer.json").is_file() or any(
         (d / f"{p}vocab.json").is_file() and (d / f"{p}merges.txt").is_file()
         for p in ("", "codet5-")

@@ -224,7 +224,7 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> epath.Path:
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True))
         try:
             if remote:
-                _upload(tmp, out)
+                upload_directory(tmp, out)
                 shutil.rmtree(tmp)
             else:
                 os.replace(tmp, out)
@@ -246,10 +246,10 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> epath.Path:
     return out
 
 
-def _upload(local: pathlib.Path, out: epath.Path) -> None:
-    """Copies a built corpus directory to a bucket, `stats.json` last (readers test for it)."""
+def upload_directory(local: pathlib.Path, out: epath.Path, last: str = "stats.json") -> None:
+    """Copies a directory built locally to a bucket, the file `last` last (readers test for it)."""
     out.mkdir(parents=True, exist_ok=True)
-    for file in sorted(local.iterdir(), key=lambda p: p.name == "stats.json"):
+    for file in sorted(local.iterdir(), key=lambda p: p.name == last):
         epath.Path(file).copy(out / file.name, overwrite=True)
 
 

@@ -33,21 +33,29 @@ import tempfile
 import time
 
 import numpy as np
+from etils import epath
 from tokenizers import pre_tokenizers
 
-from tasks.corpus_cache import SPLITS, CorpusSpec, cache_root, corpus_files, prepare_corpus
+from tasks.corpus_cache import (
+    SPLITS,
+    CorpusSpec,
+    cache_root,
+    corpus_files,
+    prepare_corpus,
+    upload_directory,
+)
 
 FORMAT_VERSION = 2  # 2: prefix cuts never split an added token
 ENCODE_BATCH = 1024  # texts per `encode_batch` call: enough work for every core, bounded memory
 _digests: dict[tuple, str] = {}  # (path, size, mtime_ns) -> sha256, per process
 
 
-def _file_digest(path: pathlib.Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+def _file_digest(path: epath.Path) -> str:
+    st = path.stat()  # epath's StatResult: gs:// too (length, mtime in whole seconds)
+    key = (str(path), st.length, st.mtime)
     if key not in _digests:
         h = hashlib.sha256()
-        with open(path, "rb") as f:
+        with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         _digests[key] = h.hexdigest()
@@ -65,12 +73,12 @@ def tokenizer_digest(vocabulary) -> str:
     return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
 
 
-def code_shards(spec: CorpusSpec) -> dict[str, list[pathlib.Path]]:
+def code_shards(spec: CorpusSpec) -> dict[str, list[epath.Path]]:
     """Code shards per split; a split without records has none (corpus_files would raise)."""
     directory = prepare_corpus(spec)
     records = json.loads((directory / "stats.json").read_text())["records"]["code"]
     return {
-        split: [pathlib.Path(p) for p in corpus_files(spec, "code", split)]
+        split: [epath.Path(p) for p in corpus_files(spec, "code", split)]
         for split in SPLITS
         if records[split]
     }
@@ -78,7 +86,7 @@ def code_shards(spec: CorpusSpec) -> dict[str, list[pathlib.Path]]:
 
 def cache_directory(
     spec: CorpusSpec, vocabulary, min_tokens: int | None, max_tokens: int | None
-) -> pathlib.Path:
+) -> epath.Path:
     """Where the tokenized corpus of this (corpus content, tokenizer, filter) lives."""
     shards = code_shards(spec)
     key = {
@@ -172,7 +180,7 @@ def encode_files(
     return out
 
 
-def read_code(path: pathlib.Path, corpus: str):
+def read_code(path: epath.Path, corpus: str):
     """Yields lists of up to `ENCODE_BATCH` decoded `code` strings of one shard, in order."""
     import tensorflow as tf  # deferred: the key computation above stays TF-free
 
@@ -205,7 +213,7 @@ def _example(ids: np.ndarray | None) -> bytes:
 
 def prepare_tokenized(
     spec: CorpusSpec, vocabulary, min_tokens: int | None, max_tokens: int | None
-) -> pathlib.Path:
+) -> epath.Path:
     """Builds the tokenized code stream of `spec` once and returns its directory.
 
     Raises:
@@ -219,8 +227,11 @@ def prepare_tokenized(
     import tensorflow as tf
 
     t0 = time.perf_counter()
+    # Built locally, then renamed into place or (gs://) uploaded with tokenized.json last, as
+    # corpus_cache.prepare_corpus does: readers test for that file.
+    remote = "://" in str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=None if remote else out.parent))
     counts = {split: {"records": 0, "kept": 0, "tokens": 0} for split in SPLITS}
     try:
         for split, paths in code_shards(spec).items():
@@ -243,7 +254,11 @@ def prepare_tokenized(
         }
         (tmp / "tokenized.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         try:
-            os.replace(tmp, out)
+            if remote:
+                upload_directory(tmp, out, last="tokenized.json")
+                shutil.rmtree(tmp)
+            else:
+                os.replace(tmp, out)
         except OSError:
             if not (out / "tokenized.json").is_file():
                 raise
@@ -273,4 +288,4 @@ def tokenized_files(
     """
     corpus_files(spec, "code", split)  # the one-line "no code records in split" error
     directory = prepare_tokenized(spec, vocabulary, min_tokens, max_tokens)
-    return [str(directory / pathlib.Path(p).name) for p in corpus_files(spec, "code", split)]
+    return [str(directory / epath.Path(p).name) for p in corpus_files(spec, "code", split)]

@@ -17,8 +17,9 @@ with the weights, so the HF / orbax directory is usable by `retrieval`, `embed`,
 import json
 import pathlib
 import re
-import shutil
 import tempfile
+
+from etils import epath
 
 _BINDING = re.compile(r"^\s*tokenizer_path\.path\s*=\s*(['\"])(.+?)\1\s*$", re.M)
 SPECIAL_TOKENS = {
@@ -30,7 +31,7 @@ SPECIAL_TOKENS = {
 }
 
 
-def run_tokenizer_dir(step_dir) -> tuple[pathlib.Path, str]:
+def run_tokenizer_dir(step_dir) -> tuple[epath.Path, str]:
     """`(directory, how it was found)` of the vocabulary a training run used.
 
     Args:
@@ -38,13 +39,13 @@ def run_tokenizer_dir(step_dir) -> tuple[pathlib.Path, str]:
     """
     from tasks.vocabularies import tokenizer_path
 
-    model_dir = pathlib.Path(step_dir).parent.parent
+    model_dir = epath.Path(step_dir).parent.parent  # gs:// too
     for name in ("config.gin", "operative_config.gin"):
         gin_file = model_dir / name
         if gin_file.is_file():
             match = _BINDING.search(gin_file.read_text(encoding="utf-8"))
             if match:
-                return pathlib.Path(match.group(2)), f"the run's binding in {gin_file}"
+                return epath.Path(match.group(2)), f"the run's binding in {gin_file}"
     return tokenizer_path(), "the default tokenizer (the run bound none)"
 
 
@@ -56,13 +57,13 @@ def write_tokenizer_files(src_dir, dst_dir) -> list[str]:
     """
     from codet5p_jax.pretrained import load_vocabulary
 
-    src_dir, dst_dir = pathlib.Path(src_dir), pathlib.Path(dst_dir)
+    src_dir, dst_dir = epath.Path(src_dir), pathlib.Path(dst_dir)  # src may be gs://
     vocabulary = load_vocabulary(src_dir, str(src_dir))
     written = []
     for vocab, merges in (("vocab.json", "merges.txt"), ("codet5-vocab.json", "codet5-merges.txt")):
         if (src_dir / vocab).is_file() and (src_dir / merges).is_file():
-            shutil.copyfile(src_dir / vocab, dst_dir / "vocab.json")  # HF's names
-            shutil.copyfile(src_dir / merges, dst_dir / "merges.txt")
+            (src_dir / vocab).copy(dst_dir / "vocab.json")  # HF's names
+            (src_dir / merges).copy(dst_dir / "merges.txt")
             written += ["vocab.json", "merges.txt"]
             break
     vocabulary.tokenizer.save(str(dst_dir / "tokenizer.json"))
