@@ -17,7 +17,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from codet5p_jax.dtypes import DType, Precision
-from codet5p_jax.layers import pallas_attention
 from codet5p_jax.layers.positions import apply_rotary
 
 # "plain": the einsum/softmax reference below. "xla" / "cudnn": `jax.nn.dot_product_attention`
@@ -33,6 +32,14 @@ log = logging.getLogger(__name__)
 def _log_fallback(reason: str) -> None:
     # Once per distinct reason: a model traces the same attention shapes many times.
     log.warning("fused attention unavailable (%s); using the plain attention path", reason)
+
+
+def _pallas():
+    # Imported on first use: the Pallas TPU modules add about half a second to the import of
+    # every process, and only TPU (or interpret-mode) runs need them.
+    from codet5p_jax.layers import pallas_attention  # noqa: PLC0415
+
+    return pallas_attention
 
 
 def resolve_implementation(implementation: str) -> str:
@@ -72,7 +79,7 @@ def fused_unsupported_reason(
         # A cached decoding step: one query row, nothing for a flash kernel to tile.
         return "one query position (a decoding step)"
     if resolved == "pallas":
-        return pallas_attention.unsupported_reason(query, key)
+        return _pallas().unsupported_reason(query, key)
     if jax.default_backend() != "gpu":
         return f"cuDNN attention needs a GPU, backend is {jax.default_backend()}"
     if query.dtype not in _FUSED_DTYPES or key.dtype != query.dtype:
@@ -166,7 +173,7 @@ def dot_product_attention(
         with jax.default_matmul_precision("highest") if highest else contextlib.nullcontext():
             resolved = resolve_implementation(implementation)
             if resolved == "pallas":
-                out = pallas_attention.flash_attention(
+                out = _pallas().flash_attention(
                     query, key, value, bias, mask, scale=scale, precision=precision
                 )
             else:
