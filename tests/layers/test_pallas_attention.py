@@ -171,6 +171,33 @@ def test_whole_tiny_t5_pallas_equals_plain_logits(interpret, kernel_calls, caplo
     np.testing.assert_allclose(fused, plain, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_scanned_tiny_t5_pallas_equals_plain_loss_and_gradients(interpret):
+    """Scanned layers: loss and every parameter gradient (relative-bias tables too) at 1e-4.
+
+    Without remat: interpret mode runs the kernel through host callbacks, effects that
+    `jax.checkpoint` refuses; on a TPU the kernel has none.
+    """
+    cfg = get_preset("tiny", dropout_rate=0.0, scan_layers=True)
+    params = jax.jit(build_model(cfg).init)(jax.random.key(0), *init_args(cfg))["params"]
+    rng = np.random.default_rng(1)
+    enc = rng.integers(5, cfg.vocab_size, (2, 128)).astype(np.int32)
+    enc[1, 77:] = 0
+    dec = rng.integers(5, cfg.vocab_size, (2, 128)).astype(np.int32)
+
+    def loss(impl, p):
+        model = build_model(cfg.replace(attention_impl=impl))
+        return jnp.mean(jnp.square(model.apply({"params": p}, enc, dec)))
+
+    plain_val, plain_grad = jax.jit(jax.value_and_grad(lambda p: loss("plain", p)))(params)
+    fused_val, fused_grad = jax.jit(jax.value_and_grad(lambda p: loss("pallas", p)))(params)
+    np.testing.assert_allclose(fused_val, plain_val, rtol=1e-4)
+    for (path, p), f in zip(
+        jax.tree_util.tree_leaves_with_path(plain_grad), jax.tree.leaves(fused_grad), strict=True
+    ):
+        np.testing.assert_allclose(f, p, atol=1e-4, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
 def test_unsupported_length_falls_back_with_one_log_line(interpret, kernel_calls, caplog):
     """Two traces (two query lengths), one reason: one log line, and the plain result."""
     attention._log_fallback.cache_clear()
