@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser, new_tokens: bool):
     p.add_argument("--models", default="codet5p-220m,codet5p-770m")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--src", type=int, default=512)
-    p.add_argument("--attention", default="auto", help="plain | auto | xla | cudnn")
+    p.add_argument("--attention", default="auto", help="plain | auto | xla | cudnn | pallas")
     p.add_argument(
         "--mem-limit-gib",
         type=float,

@@ -58,8 +58,11 @@ class T5Config:
       scan_layers: Stack the blocks with `nn.scan` (params get a leading "layers" axis).
       remat_policy: "none", "full", "dots" or "dots_with_no_batch_dims" (per-block remat).
       attention_impl: "plain" (the reference einsum path), "auto" (cuDNN flash attention on a
-        GPU when the call is supported, else plain), "xla" or "cudnn" (`jax.nn`'s fused
-        attention); see `layers.attention.dot_product_attention`.
+        GPU, Pallas flash attention on a TPU, when the call is supported; else plain), "xla"
+        or "cudnn" (`jax.nn`'s fused attention), "pallas" (the Pallas TPU flash kernel; on a
+        CPU only inside Pallas's TPU interpret mode, the test vehicle; TPU speed unmeasured).
+        A call a kernel cannot take runs plain and logs why once; see
+        `layers.attention.dot_product_attention` and docs/benchmarks.md.
       num_labels: Classes of a "classifier" (None for the other kinds).
       pooling: A classifier's sequence vector, one of `POOLINGS`; "first" and "mean" use the
         encoder only (num_decoder_layers=0), "eos_decoder" the whole encoder-decoder.
@@ -109,7 +112,7 @@ class T5Config:
             raise ValueError(f"A {self.kind!r} model needs embed_dim (the projection width).")
         if self.remat_policy not in ("none", "full", "dots", "dots_with_no_batch_dims"):
             raise ValueError(f"Unknown remat_policy {self.remat_policy!r}.")
-        if self.attention_impl not in ("plain", "auto", "xla", "cudnn"):
+        if self.attention_impl not in ("plain", "auto", "xla", "cudnn", "pallas"):
             raise ValueError(f"Unknown attention_impl {self.attention_impl!r}.")
         for field in ("dtype", "param_dtype"):
             if getattr(self, field) not in ("float32", "bfloat16", "float16"):

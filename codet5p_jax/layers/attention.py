@@ -20,9 +20,10 @@ from codet5p_jax.dtypes import DType, Precision
 from codet5p_jax.layers.positions import apply_rotary
 
 # "plain": the einsum/softmax reference below. "xla" / "cudnn": `jax.nn.dot_product_attention`
-# with that implementation (cuDNN flash attention on NVIDIA GPUs). "auto": cuDNN where the
-# backend is a GPU and the call is supported, else plain.
-IMPLEMENTATIONS = ("plain", "auto", "xla", "cudnn")
+# with that implementation (cuDNN flash attention on NVIDIA GPUs). "pallas": the Pallas TPU flash
+# attention kernel (`pallas_attention.py`; off a TPU only inside Pallas's TPU interpret mode).
+# "auto": cuDNN on a GPU, Pallas on a TPU, where the call is supported; else plain.
+IMPLEMENTATIONS = ("plain", "auto", "xla", "cudnn", "pallas")
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,25 @@ def _log_fallback(reason: str) -> None:
     log.warning("fused attention unavailable (%s); using the plain attention path", reason)
 
 
+def _pallas():
+    # Imported on first use: the Pallas TPU modules add about half a second to the import of
+    # every process, and only TPU (or interpret-mode) runs need them.
+    from codet5p_jax.layers import pallas_attention  # noqa: PLC0415
+
+    return pallas_attention
+
+
+def resolve_implementation(implementation: str) -> str:
+    """The implementation "auto" stands for on this backend; others are returned as they are.
+
+    "auto" picks the Pallas kernel on a TPU only: interpret mode on a CPU (the test vehicle) is
+    far slower than the plain path, so it is reached by asking for "pallas" explicitly.
+    """
+    if implementation != "auto":
+        return implementation
+    return {"gpu": "cudnn", "tpu": "pallas"}.get(jax.default_backend(), "plain")
+
+
 def fused_unsupported_reason(
     implementation: str, query, key, *, has_bias: bool, dropout: bool
 ) -> str | None:
@@ -40,19 +60,26 @@ def fused_unsupported_reason(
 
     The cuDNN conditions are those of `jax.nn.dot_product_attention(implementation="cudnn")`
     (flash attention): bf16/fp16 inputs, head dim a multiple of 8 and <= 128, even query and
-    key lengths when a bias is trained; dropout is not fused here (different random stream).
+    key lengths when a bias is trained. The Pallas conditions are those of the TPU kernel
+    (`pallas_attention.unsupported_reason`): a TPU or interpret mode, float32/bf16, key length
+    a multiple of 128. Dropout is fused by neither (different random stream).
     """
     if implementation not in IMPLEMENTATIONS:
         raise ValueError(f"Unknown attention implementation {implementation!r}; {IMPLEMENTATIONS}")
     if implementation == "plain":
         return "plain requested"
+    resolved = resolve_implementation(implementation)
+    if resolved == "plain":
+        return f"no fused attention for backend {jax.default_backend()} (auto)"
     if dropout:
         return "attention dropout is on"
-    if implementation == "xla":
+    if resolved == "xla":
         return None
     if query.shape[1] == 1:
         # A cached decoding step: one query row, nothing for a flash kernel to tile.
         return "one query position (a decoding step)"
+    if resolved == "pallas":
+        return _pallas().unsupported_reason(query, key)
     if jax.default_backend() != "gpu":
         return f"cuDNN attention needs a GPU, backend is {jax.default_backend()}"
     if query.dtype not in _FUSED_DTYPES or key.dtype != query.dtype:
@@ -90,7 +117,7 @@ def _fused_attention(query, key, value, bias, mask, *, scale, implementation):
         value,
         bias=additive,
         scale=1.0 if scale is None else float(scale),
-        implementation="cudnn" if implementation in ("auto", "cudnn") else "xla",
+        implementation=implementation,
     )
 
 
@@ -112,9 +139,10 @@ def dot_product_attention(
     """Softmax attention; unscaled by default (T5 folds 1/sqrt(H) into the query init).
 
     Every attention in the package goes through this function, so a fused kernel is swapped in
-    at one place: `implementation` (see `IMPLEMENTATIONS`) selects the plain reference or
-    `jax.nn.dot_product_attention`; a call the fused kernel cannot take runs the plain path
-    and logs the reason once.
+    at one place: `implementation` (see `IMPLEMENTATIONS`) selects the plain reference,
+    `jax.nn.dot_product_attention` (GPU: cuDNN) or the Pallas TPU kernel; a call the fused
+    kernel cannot take runs the plain path and logs the reason once ("auto" silently runs the
+    plain path off GPUs and TPUs and for one-token decoding steps).
 
     Args:
       query: `[B, L, N, H]`.
@@ -129,7 +157,7 @@ def dot_product_attention(
       precision: `lax.Precision` of both products (`dtypes.matmul_precision`).
       scale: Optional factor on the float32 scores before bias and softmax (CodeGen:
         `H**-0.5`); None leaves the scores as they are.
-      implementation: "plain", "auto", "xla" or "cudnn".
+      implementation: One of `IMPLEMENTATIONS`.
 
     Returns:
       `[B, L, N, H]`.
@@ -139,18 +167,25 @@ def dot_product_attention(
         implementation, query, key, has_bias=bias is not None, dropout=dropout
     )
     if reason is None:
-        # jax.nn's kernel takes no precision argument: a float32 model's HIGHEST (no TF32 on
+        # Neither kernel takes a precision argument: a float32 model's HIGHEST (no TF32 on
         # GPUs, see dtypes.matmul_precision) goes in through the default instead.
         highest = precision == lax.Precision.HIGHEST
         with jax.default_matmul_precision("highest") if highest else contextlib.nullcontext():
-            out = _fused_attention(
-                query, key, value, bias, mask, scale=scale, implementation=implementation
-            )
+            resolved = resolve_implementation(implementation)
+            if resolved == "pallas":
+                out = _pallas().flash_attention(
+                    query, key, value, bias, mask, scale=scale, precision=precision
+                )
+            else:
+                out = _fused_attention(
+                    query, key, value, bias, mask, scale=scale, implementation=resolved
+                )
         return out.astype(dtype)
-    expected = ("needs a GPU", "decoding step")  # what "auto" means by plain: no log line
-    if implementation != "plain" and not (
-        implementation == "auto" and any(e in reason for e in expected)
-    ):
+    # What "auto" means by plain (no fused kernel on this backend, a decoding step): no log line.
+    expected = implementation == "plain" or (
+        implementation == "auto" and ("(auto)" in reason or "decoding step" in reason)
+    )
+    if not expected:
         _log_fallback(reason)
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
     scores = jnp.einsum(
@@ -245,7 +280,7 @@ class MultiHeadAttention(nn.Module):
         `rotary_dim` dims of each query and key head at `q_positions` / `kv_positions`.
       rotary_base: Rotary frequency base.
       is_cross_attention: Keys/values come from the encoder (cached once when decoding).
-      implementation: `dot_product_attention` implementation ("plain", "auto", "xla", "cudnn").
+      implementation: `dot_product_attention` implementation (one of `IMPLEMENTATIONS`).
     """
 
     num_heads: int
