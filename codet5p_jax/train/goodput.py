@@ -1,11 +1,13 @@
 """Where a run's wall time goes (goodput vs badput), and the profiler window.
 
 `Timer` accumulates wall time per phase: `step` (dispatching and running train steps, which
-is the goodput), `data` (waiting for the host batch), `checkpoint` (starting async saves and
-waiting for them), `compile`, and the rest of `train()` as `setup`. JAX dispatches steps
-asynchronously, so a step's device time is paid where the host next blocks on it: the metrics
-fetch every `log_every` steps, which is counted as `step`. `window()` gives per-step means of
-the last logging window for the metrics; `summary()` the whole run for the final log line.
+is the goodput), `data` (waiting for the next batch on the devices; with prefetching,
+`train/prefetch.py`, only what its thread did not read and copy ahead), `checkpoint`
+(starting async saves and waiting for them), `compile`, and the rest of `train()` as `setup`.
+JAX dispatches steps asynchronously, so a step's device time is paid where the host next
+blocks on it: the metrics fetch every `log_every` steps, which is counted as `step`. `window()`
+gives per-step means of the last logging window for the metrics; `summary()` the whole run for
+the final log line.
 
 `Profile` writes a JAX profiler trace of steps `[first, last)` into
 `MODEL_DIR/plugins/profile/<run>/` (TensorBoard's profile plugin reads that layout). A `gs://`

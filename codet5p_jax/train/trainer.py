@@ -7,9 +7,9 @@ Read top to bottom, `train()` is the whole procedure (big_vision style):
 3. state: resumed from `MODEL_DIR/checkpoints`, else params from `INITIAL_CHECKPOINT_PATH`
    or a sharded fresh init, then optimizer / objective state initialised *from those params*;
 4. the single `jax.jit` site: `train_step` with in/out shardings and the state donated;
-5. the loop: host-local batches -> global arrays -> step; metrics every `log_every` steps
-   (NaN check there, naming the step); async checkpoints every `save_every` steps and at the
-   end; SIGTERM saves the current step and returns cleanly.
+5. the loop: host-local batches -> global arrays (on a thread, ahead) -> step; metrics every
+   `log_every` steps (NaN check there, naming the step); async checkpoints every `save_every`
+   steps and at the end; SIGTERM saves the current step and returns cleanly.
 """
 
 import dataclasses
@@ -32,7 +32,7 @@ import gin
 from codet5p_jax import atomic_files, checkpointing, families, partitioning, storage
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
-from codet5p_jax.train import data, goodput, initial_checkpoint, memory, optimizers
+from codet5p_jax.train import data, goodput, initial_checkpoint, memory, optimizers, prefetch
 from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
 from codet5p_jax.train.state import TrainState
@@ -391,6 +391,7 @@ def train(
             "train.keep_checkpoints": keep_checkpoints,
         },
     )
+    prefetcher = prefetch.make_prefetcher()  # its gin settings, checked before any write
     if not planning:  # a gs:// MODEL_DIR is checked before anything is compiled
         model_dir = check_model_dir(model_dir)
         profile = goodput.Profile(model_dir, profile_steps)
@@ -492,8 +493,8 @@ def train(
     # -- 4. the one jit site (built by setup_run) --
     jitted = setup.jitted
 
-    # -- 5. loop --
-    batches = data.host_batches(
+    # -- 5. loop (batches reach the devices on a thread, ahead of the step: train/prefetch.py) --
+    host_batches = data.host_batches(
         mixture_or_task_name,
         task_feature_lengths,
         batch_size=batch_size,
@@ -510,12 +511,12 @@ def train(
     compiled = None
     step = start
     failed = True
+    batches = prefetcher(host_batches, mesh, limit=train_steps - start)  # starts its thread
     try:
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
             while step < train_steps:
                 with timer.measure("data"):
-                    local = next(batches)
-                    batch = partitioning.host_local_to_global(local, mesh)
+                    batch = next(batches)
                 if compiled is None:
                     with timer.measure("compile"):
                         compiled = jitted.lower(state, batch, step_rng).compile()
@@ -549,6 +550,7 @@ def train(
                     break
         failed = False
     finally:
+        batches.close()
         profile.stop()
         preemption.restore()
         with timer.measure("checkpoint"):  # waits for the last async save
