@@ -252,12 +252,8 @@ def shallow_deep():
     "options",
     [
         dict(method="greedy"),
-        # Each compiles two more programs of this family (~30 s on 2 shared cores): slow tier.
-        pytest.param(
-            dict(method="sample", num_samples=2, temperature=0.8, top_p=0.95, seed=3),
-            marks=pytest.mark.slow,
-        ),
-        pytest.param(dict(method="beam", num_beams=3, length_penalty=0.0), marks=pytest.mark.slow),
+        dict(method="sample", num_samples=2, temperature=0.8, top_p=0.95, seed=3),
+        dict(method="beam", num_beams=3, length_penalty=0.0),
     ],
     ids=["greedy", "sample", "beam"],
 )
