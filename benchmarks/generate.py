@@ -9,6 +9,14 @@ the ratio. Compile time of our jitted loop is reported separately and excluded.
     .venv/bin/python benchmarks/generate.py --preset codet5p-220m --batch 8 \
         --prompt-len 128 --new-tokens 32                       # codet5p-220m shapes
     .venv/bin/python benchmarks/generate.py --single-thread    # 1 thread each side
+
+`--sweep N` measures shape buckets instead (ours only, no HF): N calls with batch sizes drawn in
+[1, --batch] and prompt lengths in [3, --prompt-len], run once with exact shapes and once with
+the default `decoding.Buckets`, each from empty jit caches, in the same process; it reports the
+wall time of each whole sweep (compilations included), the number of compiled programs, and
+whether the two sweeps emitted identical tokens.
+
+    .venv/bin/python benchmarks/generate.py --sweep 24 --batch 6 --prompt-len 100
 """
 
 import argparse
@@ -31,6 +39,8 @@ import transformers  # noqa: E402
 
 from codet5p_jax.config import get_preset, to_hf_config  # noqa: E402
 from codet5p_jax.convert.hf_t5 import hf_to_params  # noqa: E402
+from codet5p_jax.decoding import generate as generation  # noqa: E402
+from codet5p_jax.decoding.buckets import DEFAULT_BUCKETS  # noqa: E402
 from codet5p_jax.decoding.generate import generate  # noqa: E402
 from codet5p_jax.models import build_model  # noqa: E402
 
@@ -46,6 +56,12 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--torch-threads", type=int, default=None, help="default: torch's choice")
+    p.add_argument(
+        "--sweep",
+        type=int,
+        default=0,
+        help="N calls of varied batch / prompt length: exact shapes vs shape buckets (ours only)",
+    )
     p.add_argument(
         "--single-thread",
         action="store_true",
@@ -85,6 +101,50 @@ def timed_pair(first, second, repeats: int):
     return statistics.median(times[0]), statistics.median(times[1]), outs
 
 
+def run_sweep(model, params, shapes, vocab_size: int, new_tokens: int, buckets):
+    """Seconds, compiled programs and tokens of one sweep over `shapes`, from empty caches."""
+    jax.clear_caches()
+    traces = generation.trace_count()
+    rng = np.random.default_rng(0)
+    outs = []
+    start = time.perf_counter()
+    for batch, length in shapes:
+        ids = rng.integers(5, vocab_size, (batch, length)).astype(np.int32)
+        out = generate(model, params, ids, max_new_tokens=new_tokens, buckets=buckets)
+        outs.append(out.tokens)
+    return time.perf_counter() - start, generation.trace_count() - traces, outs
+
+
+def sweep(args, cfg, model, params):
+    """`--sweep`: exact shapes vs buckets, same calls, same process (see the module docstring)."""
+    rng = np.random.default_rng(args.seed)
+    shapes = [
+        (int(rng.integers(1, args.batch + 1)), int(rng.integers(3, args.prompt_len + 1)))
+        for _ in range(args.sweep)
+    ]
+    n = args.new_tokens
+    exact_s, exact_c, exact_t = run_sweep(model, params, shapes, cfg.vocab_size, n, None)
+    bucket_s, bucket_c, bucket_t = run_sweep(
+        model, params, shapes, cfg.vocab_size, n, DEFAULT_BUCKETS
+    )
+    same = all(np.array_equal(a, b) for a, b in zip(exact_t, bucket_t, strict=True))
+    print(f"machine: {os.cpu_count()} CPU cores, jax {jax.__version__} ({jax.default_backend()})")
+    print(
+        f"model: {args.preset or 'small'} (emb {cfg.emb_dim}, layers "
+        f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers}), fp32, greedy, {n} new tokens"
+    )
+    print(
+        f"sweep: {len(shapes)} calls, batch 1..{args.batch}, prompt 3..{args.prompt_len}, "
+        f"{len(set(shapes))} distinct shapes"
+    )
+    print(f"identical tokens with and without buckets: {same}")
+    print(f"exact shapes: {exact_s:7.1f} s, {exact_c} compiled programs")
+    print(f"buckets:      {bucket_s:7.1f} s, {bucket_c} compiled programs")
+    print(f"speed-up of the sweep (exact / buckets): {exact_s / bucket_s:.2f}x")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) at the end: {load}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.torch_threads or args.single_thread:
@@ -92,6 +152,9 @@ def main(argv=None):
     cfg, hf, params = build(args.preset, args.seed)
     params = jax.device_put(params)
     model = build_model(cfg)
+    if args.sweep:
+        sweep(args, cfg, model, params)
+        return
     rng = np.random.default_rng(args.seed)
     ids = rng.integers(5, cfg.vocab_size, (args.batch, args.prompt_len)).astype(np.int32)
     mask = np.ones_like(ids)

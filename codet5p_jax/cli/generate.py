@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-prefix", default=None, help="text the decoder starts from")
     p.add_argument("--format", choices=("text", "jsonl"), default="text")
     p.add_argument("--no-stream", action="store_true", help="print only finished completions")
+    p.add_argument(
+        "--exact-shapes",
+        action="store_true",
+        help="compile for the exact batch and lengths instead of padded shape buckets",
+    )
     return p
 
 
@@ -79,6 +84,8 @@ def decoding_options(args) -> dict:
     options.update({f: getattr(args, f) for f in sampling + beam})
     if method == "beam" and "num_beams" not in options:
         options["num_beams"] = 4
+    if args.exact_shapes:
+        options["buckets"] = None
     return options
 
 

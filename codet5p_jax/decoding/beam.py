@@ -86,6 +86,7 @@ def beam_search(
     *,
     num_beams: int,
     max_new_tokens: int,
+    budget=None,
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
     eos_id: int | None = None,
@@ -102,7 +103,9 @@ def beam_search(
       first_logits: `[B*K, V]` logits after the prefill (rows of one prompt are equal).
       cache: Prefilled cache with `B*K` rows (prompt-major).
       num_beams: K.
-      max_new_tokens: T, the generation budget (HF `max_length - decoder_prompt_len`).
+      max_new_tokens: T, the width of the token arrays: the largest budget.
+      budget: The generation budget (HF `max_length - decoder_prompt_len`), a traced int <= T
+        (None: T); `generate` pads T to a shape bucket and passes the caller's budget here.
       length_penalty: Exponent of the length normaliser (HF `length_penalty`).
       early_stopping: True, False or "never" (module docstring).
       eos_id: End-of-sequence id, or None.
@@ -119,6 +122,8 @@ def beam_search(
     batch = flat // k
     if forced_len is None:
         forced_len = jnp.zeros((batch,), jnp.int32)
+    if budget is None:
+        budget = max_new_tokens
     num_steps = (0 if forced is None else forced.shape[1]) + max_new_tokens
     positions = jnp.arange(max_new_tokens)
     # HF keeps max(2, 1 + #end-token ids) * K candidates so that K can keep running even if all
@@ -146,7 +151,7 @@ def beam_search(
             is_forced[:, None, None], prev_window, push_window(prev_window, token)
         )
         ends = hits_stop(top_window, token, eos_id, stop_table)
-        ends = ends | (gen_index >= max_new_tokens - 1)[:, None]
+        ends = ends | (gen_index >= budget - 1)[:, None]
         ends = ends & ~is_forced[:, None]
 
         # Running beams: the best K continuations that did not end.
@@ -173,14 +178,14 @@ def beam_search(
 
         # Can a running beam still beat the worst kept hypothesis? (HF early-stop heuristic.)
         if early_stopping == "never" and length_penalty > 0.0:
-            best_len = jnp.full((batch,), float(max_new_tokens))
+            best_len = jnp.full((batch,), budget, jnp.float32)
         else:
             best_len = gen_len
         best_running = run_scores[:, 0] / (best_len**length_penalty)
         worst_kept = jnp.where(fin_flags, jnp.min(fin_scores, axis=-1, keepdims=True), _NEG)
         still = jnp.any(best_running[:, None] > worst_kept, axis=-1)
         # A prompt whose budget is spent has all its hypotheses (HF stops the loop there).
-        still = still & (gen_index + 1 < max_new_tokens)
+        still = still & (gen_index + 1 < budget)
         improvable = jnp.where(is_forced, state.improvable, state.improvable & still)
 
         run_tokens = _gather(top_tokens, next_run)

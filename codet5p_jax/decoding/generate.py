@@ -11,6 +11,11 @@ All of it is a single `jax.jit` per (model, options, shapes). Decoder prefixes (
 the decoder as well, as CodeT5+ 2B+ do) may differ in length per row: the shortest common part
 is prefilled and the remainder forced token by token. Outputs exclude the start token and the
 prefix.
+
+Shapes are bucketed (`buckets.py`): the batch, the prompt, the prefill, the forced width and the
+token budget are padded up so that varied inputs reuse a few compiled programs; the real prefill
+length and budget enter as traced scalars, and the padded rows and columns are cut from the
+outputs. `buckets=None` compiles for the exact shapes.
 """
 
 import dataclasses
@@ -20,13 +25,21 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from codet5p_jax import families
 from codet5p_jax.decoding.beam import beam_search
+from codet5p_jax.decoding.buckets import DEFAULT_BUCKETS, Buckets
 from codet5p_jax.decoding.sampling import stop_sequence_table, temperature_sample
 from codet5p_jax.families import CacheSpec
 
 METHODS = ("greedy", "beam", "sample")
+_traces = 0  # times `_generate_jit` was traced (= compiled) in this process
+
+
+def trace_count() -> int:
+    """How many programs `generate` has traced (compiled) so far in this process."""
+    return _traces
 
 
 class GenerateOutput(NamedTuple):
@@ -49,7 +62,7 @@ class GenerateOutput(NamedTuple):
 class _Options:
     method: str
     num_return: int
-    max_new_tokens: int
+    max_new_tokens: int  # width of the token arrays (the bucketed budget); the budget is traced
     length_penalty: float
     early_stopping: bool | str
     temperature: float
@@ -89,8 +102,33 @@ def gather_beams(cache, rows, spec: CacheSpec):
     return jax.tree_util.tree_map_with_path(gather, cache)
 
 
+def rewind_cache(cache, position, spec: CacheSpec):
+    """Sets every write-position leaf of `cache` to `position`.
+
+    A bucketed prefill feeds padding after the real tokens; rewinding the write position makes
+    the next step overwrite those cache rows, and until then the causal mask hides them.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda p, x: jnp.full_like(x, position) if spec.is_write_position(p) else x, cache
+    )
+
+
 @functools.partial(jax.jit, static_argnames=("model", "opts"))
-def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, forced, forced_len, rng):
+def _generate_jit(
+    model,
+    opts: _Options,
+    params,
+    input_ids,
+    mask,
+    prefill,
+    prefill_len,
+    forced,
+    forced_len,
+    budget,
+    rng,
+):
+    global _traces
+    _traces += 1  # Python side effect: runs once per trace, never in the compiled program
     batch = input_ids.shape[0]
     n = opts.num_return
     cache_len = prefill.shape[1] + forced.shape[1] + opts.max_new_tokens - 1
@@ -106,7 +144,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
         method=model.decode,
     )
 
-    def step(tokens, cache, row_mask, enc):
+    def call(tokens, cache, row_mask, enc):
         logits, new = model.apply(
             {"params": params, "cache": cache},
             enc,
@@ -116,9 +154,17 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
             mutable=["cache"],
             method=model.decode,
         )
-        return logits[:, -1], new["cache"]
+        return logits, new["cache"]
 
-    first_logits, cache = step(prefill, init["cache"], mask, encoded)
+    def step(tokens, cache, row_mask, enc):
+        logits, cache = call(tokens, cache, row_mask, enc)
+        return logits[:, -1], cache
+
+    # The prefill may carry padding after its `prefill_len` real tokens (a bucketed shape): the
+    # causal mask keeps them out of the real positions' logits, and the rewind out of the cache.
+    logits, cache = call(prefill, init["cache"], mask, encoded)
+    first_logits = lax.dynamic_index_in_dim(logits, prefill_len - 1, axis=1, keepdims=False)
+    cache = rewind_cache(cache, prefill_len, opts.cache)
     row_mask = jnp.repeat(mask, n, axis=0)
     # Cached cross-attention reads the encoder keys/values stored at cache creation, so the
     # encoder states themselves are no longer needed: pass a one-position placeholder.
@@ -129,6 +175,7 @@ def _generate_jit(model, opts: _Options, params, input_ids, mask, prefill, force
     table = None if opts.stop_table is None else np.asarray(opts.stop_table, np.int32)
     common = dict(
         max_new_tokens=opts.max_new_tokens,
+        budget=budget,
         eos_id=opts.eos_id,
         pad_id=opts.pad_id,
         stop_table=table,
@@ -172,6 +219,16 @@ def _as_int_matrix(x, name: str) -> np.ndarray:
             f"shape {arr.shape} dtype {arr.dtype}."
         )
     return arr.astype(np.int32)
+
+
+def _pad(x: np.ndarray, rows: int, cols: int, fill) -> np.ndarray:
+    """`x [B, L]` padded to `[rows, cols]`: new rows repeat row 0, new columns hold `fill`.
+
+    Dummy rows copy a real one (rather than padding) so that they finish when it does and never
+    hold a fully masked prompt.
+    """
+    x = np.concatenate([x, np.repeat(x[:1], rows - x.shape[0], axis=0)])
+    return np.pad(x, ((0, 0), (0, cols - x.shape[1])), constant_values=fill)
 
 
 def _prefix_parts(prefix, prefix_mask, batch: int, start_id: int, pad_id: int):
@@ -225,6 +282,7 @@ def generate(
     decoder_prefix_mask=None,
     max_input_length: int | None = None,
     on_token=None,
+    buckets: Buckets | None = DEFAULT_BUCKETS,
 ) -> GenerateOutput:
     """Generates continuations of a batch of (padded) prompts with a `CodeT5pEncDec` network.
 
@@ -254,7 +312,11 @@ def generate(
         e.g. the tokenizer's 512); None = no limit.
       on_token: Streaming hook of "greedy" / "sample": `on_token(tokens [B*N], written [B*N])`
         on the host at every step, in order (see `sampling.temperature_sample`). Beams are
-        reordered as they go, so "beam" refuses it.
+        reordered as they go, so "beam" refuses it. The rows it sees are the real ones: with
+        `on_token` the batch is not bucketed (lengths still are).
+      buckets: Shape buckets (`decoding.buckets.Buckets`): batch and lengths padded up so that
+        varied inputs reuse compiled programs; outputs are the same. None: exact shapes (one
+        compilation per distinct shape).
 
     Returns:
       A `GenerateOutput` of numpy arrays.
@@ -290,6 +352,8 @@ def generate(
             raise ValueError(f"top_k must be >= 0; got {top_k}.")
         if not 0.0 < top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1]; got {top_p}.")
+    if buckets is not None and not isinstance(buckets, Buckets):
+        raise ValueError(f"buckets must be a decoding.Buckets or None; got {buckets!r}.")
     if on_token is not None and method == "beam":
         raise ValueError(
             "on_token streams greedy or sampled tokens; beams are only final at the end."
@@ -319,10 +383,21 @@ def generate(
         cfg.pad_token_id,
     )
     table = stop_sequence_table(stop_token_ids)
+    budget = int(max_new_tokens)
+    prefill_len = prefill.shape[1]
+    if buckets is not None:
+        # The streaming hook reports every row it is given, so it gets no padding rows.
+        rows = batch if on_token is not None else buckets.batch(batch)
+        pad = cfg.pad_token_id
+        input_ids = _pad(input_ids, rows, buckets.length(input_ids.shape[1]), pad)
+        mask = _pad(mask, rows, buckets.length(mask.shape[1]), False)
+        prefill = _pad(prefill, rows, buckets.length(prefill_len), pad)
+        forced = _pad(forced, rows, buckets.length(forced.shape[1]), pad)
+        forced_len = _pad(np.asarray(forced_len)[:, None], rows, 1, 0)[:, 0]
     opts = _Options(
         method=method,
         num_return={"greedy": 1, "beam": int(num_beams), "sample": int(num_samples)}[method],
-        max_new_tokens=int(max_new_tokens),
+        max_new_tokens=budget if buckets is None else buckets.length(budget),
         length_penalty=float(length_penalty),
         # Normalised: the loop tests `early_stopping is True` (a numpy bool is not `True`).
         early_stopping=early_stopping if early_stopping == "never" else bool(early_stopping),
@@ -342,12 +417,15 @@ def generate(
         input_ids,
         mask,
         prefill,
+        np.int32(prefill_len),
         forced,
         np.asarray(forced_len, np.int32),
+        np.int32(budget),
         jax.random.PRNGKey(seed),
     )
+    # Padding rows and the budget's padding columns cut off (a no-op for exact shapes).
     return GenerateOutput(
-        tokens=np.asarray(tokens),
-        lengths=np.asarray(lengths),
-        scores=None if scores is None else np.asarray(scores),
+        tokens=np.asarray(tokens)[:batch, :, :budget],
+        lengths=np.asarray(lengths)[:batch],
+        scores=None if scores is None else np.asarray(scores)[:batch],
     )

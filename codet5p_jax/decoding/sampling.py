@@ -145,6 +145,7 @@ def temperature_sample(
     cache,
     *,
     max_new_tokens: int,
+    budget=None,
     rng=None,
     temperature: float = 0.0,
     top_k: int = 0,
@@ -162,8 +163,12 @@ def temperature_sample(
       tokens_to_logits: The model callback (see module docstring).
       first_logits: `[B, V]` logits of the first position to choose, from the prefill call.
       cache: Cache after the prefill; it must hold `F + max_new_tokens - 1` more positions.
-      max_new_tokens: T, the generation budget per row (forced tokens not counted).
-      rng: PRNG key for sampling; step i uses `fold_in(rng, i)`, so a fixed key reproduces.
+      max_new_tokens: T, the width of the token arrays: the largest budget per row (forced
+        tokens not counted).
+      budget: The generation budget per row, a traced int <= T (None: T); `generate` pads T to
+        a shape bucket and passes the caller's budget here.
+      rng: PRNG key for sampling; row r at step i draws with `fold_in(fold_in(rng, i), r)`, so
+        a fixed key reproduces and a row's draws do not depend on the number of rows.
       temperature: 0 for greedy (argmax), else the softmax temperature.
       top_k: Sample only among the k best tokens (0: all).
       top_p: Sample only from the nucleus of mass top_p (1: all).
@@ -180,16 +185,22 @@ def temperature_sample(
       A `DecodeResult`.
     """
     batch = first_logits.shape[0]
+    rows = jnp.arange(batch)
     if forced_len is None:
         forced_len = jnp.zeros((batch,), jnp.int32)
+    if budget is None:
+        budget = max_new_tokens
     num_steps = (0 if forced is None else forced.shape[1]) + max_new_tokens
     positions = jnp.arange(max_new_tokens)[None, :]
 
     def choose(step, logits):
         if temperature == 0.0:
             return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        key = jax.random.fold_in(rng, step)
-        return jax.random.categorical(key, process_logits(logits, temperature, top_k, top_p))
+        # One key per row: a row's draws depend on the seed, the step and its own index only,
+        # so padding rows appended to the batch (shape buckets) change no real row's sample.
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(rng, step), rows)
+        scores = process_logits(logits, temperature, top_k, top_p)
+        return jax.vmap(jax.random.categorical)(keys, scores)
 
     def advance(state: _LoopState, logits) -> _LoopState:
         is_forced, forced_tok = forced_tokens(forced, forced_len, state.step)
@@ -202,7 +213,7 @@ def temperature_sample(
             write[:, None] & (positions == gen_index[:, None]), token[:, None], state.tokens
         )
         window = jnp.where(write[:, None], push_window(state.window, token), state.window)
-        stopped = hits_stop(window, token, eos_id, stop_table) | (gen_index >= max_new_tokens - 1)
+        stopped = hits_stop(window, token, eos_id, stop_table) | (gen_index >= budget - 1)
         return _LoopState(
             step=state.step + 1,
             last=jnp.where(state.done, pad_id, token),

@@ -18,6 +18,7 @@ from etils import epath
 
 import gin
 from codet5p_jax import atomic_files
+from codet5p_jax.decoding.buckets import DEFAULT_BUCKETS, Buckets
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,13 @@ def infer(
     num_beams: int = 1,
     temperature: float = 1.0,
     seed: int = 0,
+    decode_buckets: Buckets | None = DEFAULT_BUCKETS,
 ) -> int:
-    """Writes predictions for `split` of a task; returns the number of examples written."""
+    """Writes predictions for `split` of a task; returns the number of examples written.
+
+    `decode_buckets` are `generate`'s shape buckets (gin: `@codet5p_jax.decoding.Buckets()`);
+    None compiles for each exact batch and length.
+    """
     from codet5p_jax import families, loading
     from codet5p_jax.decoding import generate as generation
     from codet5p_jax.evaluation.task_eval import _trim
@@ -87,6 +93,7 @@ def infer(
                 num_beams=num_beams,
                 temperature=temperature,
                 seed=seed + count,
+                buckets=decode_buckets,
             )
             seqs = np.asarray(result.tokens)[:, 0]  # [B, T]: the best beam / only sample
             for enc, tgt, pred in zip(

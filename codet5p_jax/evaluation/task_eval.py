@@ -21,6 +21,7 @@ from etils import epath
 
 import gin
 from codet5p_jax import atomic_files
+from codet5p_jax.decoding.buckets import DEFAULT_BUCKETS, Buckets
 
 log = logging.getLogger(__name__)
 GENERATION_MODES = ("seq2seq", "decoder_only")
@@ -198,6 +199,7 @@ def evaluate(
     vocabulary: Any = None,
     max_input_length: int = 512,
     generation_mode: str = "seq2seq",
+    decode_buckets: Buckets | None = DEFAULT_BUCKETS,
 ) -> dict[str, Any]:
     """Evaluates a checkpoint; see the module docstring.
 
@@ -222,6 +224,8 @@ def evaluate(
       generation_mode: "seq2seq" (the prompt is the encoder input) or "decoder_only" (`[CLM]`
         to the encoder, the prompt as decoder prefix: the line-completion benchmarks of a
         decoder-only fine-tuned model, docs/understanding.md). Benchmarks only.
+      decode_buckets: `generate`'s shape buckets (gin: `@codet5p_jax.decoding.Buckets()`);
+        None compiles for each exact batch and length.
 
     Returns:
       The metrics dict (also written to `output_dir/metrics.json`).
@@ -253,7 +257,12 @@ def evaluate(
         check_vocabulary(vocabulary, cfg, source)
     out_dir = epath.Path(output_dir)  # gs:// too: seqio's TensorBoard logger uses tf.io.gfile
     out_dir.mkdir(parents=True, exist_ok=True)
-    gen_kwargs = dict(max_new_tokens=max_new_tokens, method=decode_method, num_beams=num_beams)
+    gen_kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        method=decode_method,
+        num_beams=num_beams,
+        buckets=decode_buckets,
+    )
     metrics: dict[str, Any] = {"checkpoint": source}
     if benchmark:
         from codet5p_jax.evaluation import benchmarks, rag_benchmark, retrieval_benchmarks

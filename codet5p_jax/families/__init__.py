@@ -63,10 +63,13 @@ class CacheSpec:
         position, key positions): never repeated per beam or sample.
       beam_invariant_modules: Module names whose cache is identical for all beams of one prompt
         (cross-attention keys/values): repeated once, never reordered between beams.
+      write_position: The scalar leaf holding the next write offset of a self-attention cache;
+        decoding rewinds it after a padded (bucketed) prefill.
     """
 
     shared_entries: tuple[str, ...] = ("position", "key_positions")
     beam_invariant_modules: tuple[str, ...] = ()
+    write_position: str = "position"
 
     def _has(self, path, names) -> bool:
         return any(getattr(k, "key", None) in names for k in path)
@@ -74,6 +77,10 @@ class CacheSpec:
     def is_shared(self, path) -> bool:
         """Whether the cache leaf at `path` (a pytree key path) is not per-row."""
         return getattr(path[-1], "key", None) in self.shared_entries
+
+    def is_write_position(self, path) -> bool:
+        """Whether the cache leaf at `path` is a write offset (`write_position`)."""
+        return getattr(path[-1], "key", None) == self.write_position
 
     def is_beam_invariant(self, path) -> bool:
         """Whether the cache leaf at `path` is the same for every beam of a prompt."""

@@ -72,8 +72,8 @@ def test_greedy_with_ragged_prefixes_equals_uncached_reference(tiny, forward):
 
 
 def test_sampling_with_prefix_equals_uncached_reference(tiny, forward):
-    """The released sampling settings (T 0.8, top-p 0.95), same PRNG keys: step i draws with
-    `fold_in(key(seed), i)` over the batch's processed logits."""
+    """The released sampling settings (T 0.8, top-p 0.95), same PRNG keys: row r draws at step
+    i with `fold_in(fold_in(key(seed), i), r)` from its processed logits."""
     cfg, model, params, ids, mask = tiny
     prefix = np.asarray([[31, 32], [41, 42], [51, 52]], np.int32)
     kw = dict(temperature=0.8, top_p=0.95)
@@ -86,9 +86,9 @@ def test_sampling_with_prefix_equals_uncached_reference(tiny, forward):
     for step in range(5):
         logits = np.stack([_next_logits(forward, ids, mask, b, seqs[b]) for b in range(3)])
         scores = process_logits(jnp.asarray(logits), kw["temperature"], 0, kw["top_p"])
-        tokens = jax.random.categorical(jax.random.fold_in(rng, step), scores)
         for b in range(3):
-            seqs[b].append(int(tokens[b]))
+            key = jax.random.fold_in(jax.random.fold_in(rng, step), b)
+            seqs[b].append(int(jax.random.categorical(key, scores[b])))
     np.testing.assert_array_equal(out.tokens[:, 0], [s[3:] for s in seqs])
 
 

@@ -73,8 +73,18 @@ def test_cache_creation_pass_is_removed_by_xla(tiny):
     ids = np.full((batch, 4), 5, np.int32)
     hlo = (
         generation._generate_jit.lower(
-            model, opts, params, ids, ids > 0, prefill, forced, forced_len, jax.random.PRNGKey(0)
-        )
+            model,
+            opts,
+            params,
+            ids,
+            ids > 0,
+            prefill,
+            np.int32(prefill.shape[1]),
+            forced,
+            forced_len,
+            np.int32(max_new),
+            jax.random.PRNGKey(0),
+        )  # fmt: skip
         .compile()
         .as_text()
     )
