@@ -62,13 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         except gin_flags.UsageError as e:
             return gin_flags.fail(PROG, str(e))
     from codet5p_jax.train import plan, trainer
+    from codet5p_jax.train.run_checks import RunConfigError
 
     status, result = gin_flags.run_mode(
         rest,
         PROG,
         "Plan a training run's memory and FLOPs.",
         functools.partial(trainer.train, planner=plan.plan_step),
-        (trainer.RunConfigError,),
+        (RunConfigError,),
     )
     if status:
         return status

@@ -16,13 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     from codet5p_jax.checkpointing import CheckpointError
     from codet5p_jax.train import trainer
     from codet5p_jax.train.metrics import NonFiniteLossError
+    from codet5p_jax.train.run_checks import RunConfigError
 
     status, result = gin_flags.run_mode(
         argv,
         PROG,
         "Train a CodeT5+ model from gin configs (t5x-style).",
         trainer.train,
-        (CheckpointError, NonFiniteLossError, trainer.RunConfigError),
+        (CheckpointError, NonFiniteLossError, RunConfigError),
     )
     if status:
         return status

@@ -51,7 +51,7 @@ def infer(
     from codet5p_jax.decoding import generate as generation
     from codet5p_jax.evaluation.task_eval import _trim
     from codet5p_jax.train import data
-    from codet5p_jax.train.trainer import check_required
+    from codet5p_jax.train.run_checks import check_required
 
     check_required(
         CHECKPOINT_PATH=checkpoint_path,

@@ -232,7 +232,7 @@ def evaluate(
     """
     from codet5p_jax import families, loading
     from codet5p_jax.train import data
-    from codet5p_jax.train.trainer import check_required
+    from codet5p_jax.train.run_checks import check_required
 
     check_required(CHECKPOINT_PATH=checkpoint_path, OUTPUT_DIR=output_dir)
     if generation_mode not in GENERATION_MODES:

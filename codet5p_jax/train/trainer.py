@@ -15,106 +15,28 @@ Read top to bottom, `train()` is the whole procedure (big_vision style):
 import dataclasses
 import functools
 import logging
-import numbers
-import os
 import signal
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from jax.experimental import multihost_utils
 
 import gin
-from codet5p_jax import atomic_files, checkpointing, families, partitioning, storage
+from codet5p_jax import atomic_files, checkpointing, families, partitioning
 from codet5p_jax.config import get_preset
 from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, goodput, initial_checkpoint, memory, optimizers, prefetch
 from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
+from codet5p_jax.train.run_checks import check_model_dir, check_required, check_run_parameters
 from codet5p_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
 # The gin-wrapped preset lookup: `MODEL_CONFIG = @get_preset()` in gin/models/*.gin.
 configured_get_preset = gin.external_configurable(get_preset, module="codet5p_jax.config")
-
-
-def check_required(**macros) -> None:
-    """Raises naming every run-gin macro still set to `%gin.REQUIRED`."""
-    missing = [name for name, value in macros.items() if value is gin.REQUIRED]
-    if missing:
-        raise ValueError(
-            f"Required gin macro(s) not set: {', '.join(missing)} (bind them in the experiment "
-            f"gin or with --gin.{missing[0]}=...)."
-        )
-
-
-class RunConfigError(ValueError):
-    """A run setting or MODEL_DIR that cannot work; raised before any file is written."""
-
-
-def check_run_parameters(task_feature_lengths, **named) -> None:
-    """Raises `RunConfigError` unless every count is a positive int (None allowed for
-    `train.keep_checkpoints`) and TASK_FEATURE_LENGTHS maps names to positive ints.
-
-    Args:
-      task_feature_lengths: The TASK_FEATURE_LENGTHS value.
-      **named: `{"BATCH_SIZE": value, ...}`: the names used in the message.
-    """
-
-    def positive_int(x) -> bool:
-        return isinstance(x, numbers.Integral) and not isinstance(x, bool) and x > 0
-
-    for name, value in named.items():
-        if value is None and name == "train.keep_checkpoints":
-            continue
-        if not positive_int(value):
-            raise RunConfigError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(task_feature_lengths, Mapping) or not task_feature_lengths:
-        raise RunConfigError(
-            "TASK_FEATURE_LENGTHS must be a dict such as {'inputs': 512, 'targets': 256}, got "
-            f"{task_feature_lengths!r}"
-        )
-    for key, value in task_feature_lengths.items():
-        if not isinstance(key, str) or not positive_int(value):
-            raise RunConfigError(
-                f"TASK_FEATURE_LENGTHS[{key!r}] must be a positive integer, got {value!r}"
-            )
-
-
-def check_model_dir(model_dir) -> epath.Path:
-    """MODEL_DIR as a path, if it is (or can be created as) a writable directory.
-
-    Nothing is created here; the run creates it once the whole configuration was accepted. A
-    `gs://` MODEL_DIR is checked by asking its bucket (exists, answers, credentials work).
-    """
-    if not isinstance(model_dir, str | os.PathLike) or not str(model_dir):
-        raise RunConfigError(f"MODEL_DIR must be a directory path, got {model_dir!r}")
-    if storage.is_remote(model_dir):
-        try:
-            storage.check_reachable(model_dir, "MODEL_DIR")
-        except storage.StorageError as e:
-            raise RunConfigError(str(e)) from None
-        path = epath.Path(model_dir)
-        if path.is_file():
-            raise RunConfigError(f"MODEL_DIR {path} exists and is not a directory")
-        return path
-    path = epath.Path(model_dir)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        if existing == path:
-            raise RunConfigError(f"MODEL_DIR {path} exists and is not a directory")
-        raise RunConfigError(f"MODEL_DIR {path} cannot be created: {existing} is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-        reason = "read-only file system" if read_only else "permission denied"
-        raise RunConfigError(f"MODEL_DIR {path} is not writable ({existing}: {reason})")
-    return path
 
 
 # ----------------------------------------------------------------------------------------------

@@ -131,10 +131,10 @@ def test_model_dir_on_a_read_only_file_system(toy_gin, tmp_path, capsys, monkeyp
     import os
     import types
 
-    from codet5p_jax.train import trainer
+    from codet5p_jax.train import run_checks
 
-    monkeypatch.setattr(trainer.os, "access", lambda path, mode: False)
-    monkeypatch.setattr(trainer.os, "statvfs", lambda path: types.SimpleNamespace(f_flag=1))
+    monkeypatch.setattr(run_checks.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(run_checks.os, "statvfs", lambda path: types.SimpleNamespace(f_flag=1))
     assert os.ST_RDONLY == 1
     assert _run(toy_gin, tmp_path / "run") == 2
     err = capsys.readouterr().err
