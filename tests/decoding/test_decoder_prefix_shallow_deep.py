@@ -4,6 +4,7 @@ the start token (= the pad id, 50256), each against an uncached reference that r
 teacher-forced network on `[start] + prefix + generated` at every step.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +23,7 @@ def tiny():
     cfg = get_preset("tiny-shallow-deep")
     model = families.build_model(cfg)
     params = model.init(jax.random.key(3), *families.init_args(cfg))["params"]
-    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params)
+    params = nn.unbox(params)
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 50000, size=(3, 7)).astype(np.int32)
     mask = np.ones_like(ids, bool)

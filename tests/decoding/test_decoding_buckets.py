@@ -4,6 +4,7 @@ float32 tolerance, 1e-4: XLA sums a longer padded axis in another order) for gre
 beam search and ragged decoder prefixes in both families, and a sweep of ragged shapes compiles
 once per bucket, not once per shape."""
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -232,7 +233,7 @@ def shallow_deep():
     )  # fmt: skip
     model = families.build_model(cfg)
     params = model.init(jax.random.key(3), *families.init_args(cfg))["params"]
-    params = jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, params)
+    params = nn.unbox(params)
     rng = np.random.default_rng(1)
     ids = rng.integers(1, 500, size=(3, 13)).astype(np.int32)
     mask = np.ones_like(ids, bool)

@@ -3,6 +3,7 @@ decoder prompt (FACTS §1.5), the InstructCodeT5+ prompt format, and the vocabul
 
 import json
 
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from codet5p_jax.models.shallow_deep_config import get_preset
 def _params(cfg):
     model = families.build_model(cfg)
     params = model.init(jax.random.key(0), *families.init_args(cfg))["params"]
-    return jax.tree.map(lambda x: np.asarray(x.unbox() if hasattr(x, "unbox") else x), params)
+    return jax.tree.map(np.asarray, nn.unbox(params))
 
 
 @pytest.fixture(scope="module")
