@@ -9,6 +9,12 @@ the ratio. Compile time of our jitted loop is reported separately and excluded.
     .venv/bin/python benchmarks/generate.py --preset codet5p-220m --batch 8 \
         --prompt-len 128 --new-tokens 32                       # codet5p-220m shapes
     .venv/bin/python benchmarks/generate.py --single-thread    # 1 thread each side
+    .venv/bin/python benchmarks/generate.py --preset codet5p-220m --batch 8 \
+        --prompt-len 128 --new-tokens 32 --parts              # encoder and per-step times
+
+`--parts` splits the call: the encoder alone (ours jitted, HF `model.encoder`), and one decoding
+step as (call with `--new-tokens` + 1 tokens - call with 1 token) / `--new-tokens`, each side
+timed alternately in the same process.
 
 `--sweep N` measures shape buckets instead (ours only, no HF): N calls with batch sizes drawn in
 [1, --batch] and prompt lengths in [3, --prompt-len], run once with exact shapes and once with
@@ -61,6 +67,11 @@ def parse_args(argv=None):
         type=int,
         default=0,
         help="N calls of varied batch / prompt length: exact shapes vs shape buckets (ours only)",
+    )
+    p.add_argument(
+        "--parts",
+        action="store_true",
+        help="also time the encoder alone and one decoding step, each side",
     )
     p.add_argument(
         "--single-thread",
@@ -206,6 +217,44 @@ def main(argv=None):
     )
     print(f"HF generate: {count / hf_s:9.1f} new tokens/s  ({hf_s:.3f} s/call)")
     print(f"ratio (ours / HF): {hf_s / ours_s:.2f}x")
+    if args.parts:
+        parts(args, model, params, hf, ids, mask)
+
+
+def parts(args, model, params, hf, ids, mask):
+    """`--parts`: encoder time and per-step time of each side (see the module docstring)."""
+    n = args.new_tokens
+    encode = jax.jit(lambda p, i, m: model.apply({"params": p}, i, m, method=model.encode))
+    t_ids, t_mask = torch.tensor(ids, dtype=torch.long), torch.tensor(mask)
+
+    def ours_call(tokens):
+        return lambda: generate(model, params, ids, mask, max_new_tokens=tokens).tokens
+
+    def hf_call(tokens):
+        def call():
+            with torch.no_grad():
+                return hf.generate(t_ids, attention_mask=t_mask, max_new_tokens=tokens,
+                                   do_sample=False)  # fmt: skip
+
+        return call
+
+    def hf_encoder():
+        with torch.no_grad():
+            return hf.encoder(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+
+    encode(params, ids, mask).block_until_ready()  # compile
+    ours_call(1)()  # compile
+    hf_encoder()
+    enc_ours, enc_hf, _ = timed_pair(
+        lambda: encode(params, ids, mask).block_until_ready(), hf_encoder, args.repeats
+    )
+    one_ours, one_hf, _ = timed_pair(ours_call(1), hf_call(1), args.repeats)
+    all_ours, all_hf, _ = timed_pair(ours_call(n + 1), hf_call(n + 1), args.repeats)
+    step_ours, step_hf = (all_ours - one_ours) / n, (all_hf - one_hf) / n
+    print(f"encoder:        ours {enc_ours * 1e3:8.1f} ms, HF {enc_hf * 1e3:8.1f} ms "
+          f"(ours / HF time {enc_ours / enc_hf:.2f}x)")  # fmt: skip
+    print(f"decoding step:  ours {step_ours * 1e3:8.1f} ms, HF {step_hf * 1e3:8.1f} ms "
+          f"(ours / HF time {step_ours / step_hf:.2f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@ rotary embedding of queries and keys (GPT-J / CodeGen, `rotary_dim` set); the la
 no notion of a model family.
 
 Legend: B batch, L query length, S key length, D features, N heads, H head_dim.
+
+The decoding cache holds keys and values as `[B, N, H, S]` ("bnhs"), not in the `[B, S, N, H]`
+of the projections: the per-step products contract over H (scores) and S (values) with B and N
+as batch dimensions, and XLA's dot emitters want batch dimensions leading and the operands in
+that order. With a `[B, S, N, H]` cache every decoding step re-laid out every layer's encoder
+keys and values (24 copies of `[B, N, H, S]` per step at codet5p-220m); stored in the products'
+order they are read in place.
 """
 
 import contextlib
@@ -24,6 +31,7 @@ from codet5p_jax.layers.positions import apply_rotary
 # attention kernel (`pallas_attention.py`; off a TPU only inside Pallas's TPU interpret mode).
 # "auto": cuDNN on a GPU, Pallas on a TPU, where the call is supported; else plain.
 IMPLEMENTATIONS = ("plain", "auto", "xla", "cudnn", "pallas")
+KV_LAYOUTS = ("bsnh", "bnhs")  # axis orders of keys / values: projections, decoding cache
 _FUSED_DTYPES = (jnp.bfloat16, jnp.float16)
 log = logging.getLogger(__name__)
 
@@ -135,6 +143,7 @@ def dot_product_attention(
     precision=None,
     scale: float | None = None,
     implementation: str = "plain",
+    kv_layout: str = "bsnh",
 ):
     """Softmax attention; unscaled by default (T5 folds 1/sqrt(H) into the query init).
 
@@ -146,8 +155,8 @@ def dot_product_attention(
 
     Args:
       query: `[B, L, N, H]`.
-      key: `[B, S, N, H]`.
-      value: `[B, S, N, H]`.
+      key: `[B, S, N, H]`, or `[B, N, H, S]` when `kv_layout == "bnhs"` (the decoding cache).
+      value: As `key`.
       bias: Optional additive float bias broadcastable to `[B, N, L, S]` (relative positions).
       mask: Optional boolean mask broadcastable to `[B, N, L, S]`; False entries get no weight.
       dropout_rng: PRNG key for attention-probability dropout.
@@ -158,11 +167,19 @@ def dot_product_attention(
       scale: Optional factor on the float32 scores before bias and softmax (CodeGen:
         `H**-0.5`); None leaves the scores as they are.
       implementation: One of `IMPLEMENTATIONS`.
+      kv_layout: `KV_LAYOUTS` entry naming the axis order of `key` and `value`.
 
     Returns:
       `[B, L, N, H]`.
     """
+    if kv_layout not in KV_LAYOUTS:
+        raise ValueError(f"Unknown key/value layout {kv_layout!r}; {KV_LAYOUTS}")
     dropout = not deterministic and dropout_rate > 0.0
+    if kv_layout == "bnhs" and implementation != "plain" and query.shape[1] > 1:
+        # A multi-token call over the cache (prefill) may go to a fused kernel, which takes
+        # [B, S, N, H]; the transpose is paid once per call, not per decoding step.
+        key, value = (jnp.transpose(x, (0, 3, 1, 2)) for x in (key, value))
+        kv_layout = "bsnh"
     reason = fused_unsupported_reason(
         implementation, query, key, has_bias=bias is not None, dropout=dropout
     )
@@ -187,9 +204,10 @@ def dot_product_attention(
     )
     if not expected:
         _log_fallback(reason)
+    kv_spec = "bsnh" if kv_layout == "bsnh" else "bnhs"
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
     scores = jnp.einsum(
-        "blnh,bsnh->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
+        f"blnh,{kv_spec}->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
     )
     if scale is not None:
         scores = scores * jnp.float32(scale)
@@ -201,7 +219,7 @@ def dot_product_attention(
     if not deterministic and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    return jnp.einsum("bnls,bsnh->blnh", weights.astype(dtype), value, precision=precision)
+    return jnp.einsum(f"bnls,{kv_spec}->blnh", weights.astype(dtype), value, precision=precision)
 
 
 class Projection(nn.Module):
@@ -243,7 +261,12 @@ class Projection(nn.Module):
             y = jnp.einsum("bld,dnh->blnh", x, kernel, precision=self.precision)
             out_shape, out_axes = self.shape[1:], self.axes[1:]
         else:
-            y = jnp.einsum("blnh,nhd->bld", x, kernel, precision=self.precision)
+            # One [N*H, D] product rather than an einsum over two contracted axes: with two,
+            # XLA:CPU transposed the [N, H, D] kernel (a full copy) on every call, also inside
+            # the decoding loop; the reshapes are free in row-major order.
+            n, h, d = self.shape
+            flat = x.reshape(*x.shape[:-2], n * h)
+            y = jnp.dot(flat, kernel.reshape(n * h, d), precision=self.precision)
             out_shape, out_axes = self.shape[2:], self.axes[2:]
         if self.use_bias:
             bias = self.param(
@@ -260,9 +283,10 @@ class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with 3D kernels `query/key/value [D, N, H]`, `out [N, H, D]`.
 
     Cached decoding (`decode=True`): the first call creates the cache (self-attention: zero
-    `[B, S_max, N, H]` keys/values; cross-attention: the projected encoder keys/values, computed
-    once); later calls write the new keys at `cache_position` (self-attention) or reuse the
-    stored encoder keys/values (cross-attention). With rotary, keys are cached rotated.
+    `[B, N, H, S_max]` keys/values; cross-attention: the projected encoder keys/values
+    `[B, N, H, S]`, computed once); later calls write the new keys at `cache_position`
+    (self-attention) or reuse the stored encoder keys/values (cross-attention). With rotary,
+    keys are cached rotated. The cache's axis order is the module docstring's "bnhs".
 
     Attributes:
       num_heads: N.
@@ -347,12 +371,14 @@ class MultiHeadAttention(nn.Module):
         )
 
         query = self._rotate(query_proj(inputs_q), q_positions)
+        kv_layout = "bsnh"
         if decode and self.is_cross_attention:
             key, value = self._cached_encoder_kv(inputs_kv, key_proj, value_proj, kv_positions)
+            kv_layout = "bnhs"
         else:
             key, value = self._rotate(key_proj(inputs_kv), kv_positions), value_proj(inputs_kv)
             if decode:
-                key, value = self._update_self_cache(key, value, cache_position)
+                key, value, kv_layout = self._update_self_cache(key, value, cache_position)
 
         dropout_rng = None
         if not deterministic and self.dropout_rate > 0.0:
@@ -370,6 +396,7 @@ class MultiHeadAttention(nn.Module):
             precision=self.precision,
             scale=self.score_scale,
             implementation=self.implementation,
+            kv_layout=kv_layout,
         )
         return out_proj(out)
 
@@ -382,26 +409,37 @@ class MultiHeadAttention(nn.Module):
         return apply_rotary(x, positions, self.rotary_dim, self.rotary_base)
 
     def _cached_encoder_kv(self, inputs_kv, key_proj, value_proj, kv_positions):
-        """Encoder keys/values projected once, on the cache-creating call."""
+        """Encoder keys/values `[B, N, H, S]`, projected once on the cache-creating call."""
         if self.has_variable("cache", "cached_key"):
             return self.get_variable("cache", "cached_key"), self.get_variable(
                 "cache", "cached_value"
             )
-        key = self._rotate(key_proj(inputs_kv), kv_positions)
-        value = value_proj(inputs_kv)
+        key = to_cache_layout(self._rotate(key_proj(inputs_kv), kv_positions))
+        value = to_cache_layout(value_proj(inputs_kv))
         self.put_variable("cache", "cached_key", key)
         self.put_variable("cache", "cached_value", value)
         return key, value
 
     def _update_self_cache(self, key, value, cache_position):
-        """Writes `[B, L, N, H]` new keys/values at `cache_position`; returns the full cache."""
+        """Writes `[B, L, N, H]` new keys/values at `cache_position`.
+
+        Returns:
+          The keys, the values and their `kv_layout`: the full `[B, N, H, S_max]` cache
+          ("bnhs"), or on the cache-creating call the new `[B, L, N, H]` ones ("bsnh").
+        """
         initialized = self.has_variable("cache", "cached_key")
+        key, value = to_cache_layout(key), to_cache_layout(value)
         cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
         if not initialized:
             # Cache-creating call: shapes only; the caller attends over its own inputs.
-            return key, value
-        start = (0, cache_position, 0, 0)
+            return key, value, "bnhs"
+        start = (0, 0, 0, cache_position)
         cached_key.value = lax.dynamic_update_slice(cached_key.value, key, start)
         cached_value.value = lax.dynamic_update_slice(cached_value.value, value, start)
-        return cached_key.value, cached_value.value
+        return cached_key.value, cached_value.value, "bnhs"
+
+
+def to_cache_layout(x):
+    """`[B, S, N, H]` keys or values -> the decoding cache's `[B, N, H, S]`."""
+    return jnp.transpose(x, (0, 2, 3, 1))

@@ -72,7 +72,7 @@ def run_layers(
         block_cls = _remat(layer_cls, remat_policy, prevent_cse=False)
         scanned = nn.scan(
             block_cls,
-            # Cache leaves are [B, S, N, H]: stack them at axis 1 so batch stays the leading axis.
+            # Cache leaves are [B, N, H, S]: stack them at axis 1 so batch stays the leading axis.
             variable_axes={"params": 0, "cache": 1},
             split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast,) * len(args),

@@ -384,7 +384,7 @@ def test_cached_cross_attention_keys_are_projected_once(reference):
     np.testing.assert_array_equal(run(encoded), run(jnp.zeros((2, 1, encoded.shape[-1]))))
     last = f"layers_{cfg.num_decoder_layers - 1}"
     cross = init["cache"]["decoder"][last]["encoder_decoder_attention"]
-    assert cross["cached_key"].shape == (2, enc.shape[1], cfg.num_heads, cfg.head_dim)
+    assert cross["cached_key"].shape == (2, cfg.num_heads, cfg.head_dim, enc.shape[1])  # bnhs
 
 
 def test_export_writes_the_reference_state_dict_back(reference):
