@@ -6,6 +6,7 @@ simple-layer tolerance (1e-5, float32), forward and gradients (the relative-posi
 trained parameter, so its gradient must flow through the fused call).
 """
 
+import functools
 import logging
 
 import jax
@@ -136,30 +137,61 @@ def test_whole_model_fused_equals_plain_logits_and_grads():
         np.testing.assert_allclose(f, p, atol=1e-4, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention runs on NVIDIA GPUs")
-def test_cudnn_equals_plain_on_gpu_with_bias_gradient():
-    """On a GPU: cuDNN output and q/k/v/bias gradients equal the plain path's (bf16 inputs).
+def _reduced_precision_errors(implementation, dtype):
+    """Relative L2 errors of a fused call's output and q/k/v/bias gradients in `dtype`.
 
-    Reference: the plain path on the same bf16-valued inputs upcast to float32, so the only
-    difference is the kernel's bf16 arithmetic (tolerance 2e-2, bf16's 8-bit mantissa). The
-    bias gradient is what trains T5's relative-position table; it must not come back zero.
+    Reference: the plain path in float32 on the same `dtype`-rounded inputs (the bias too: the
+    fused path hands the kernel a bias of the input dtype), so what remains is the kernel's own
+    reduced-precision arithmetic.
     """
     b, q_len, s, n, h = 2, 64, 128, 4, 64
     k = jax.random.split(jax.random.key(3), 4)
     q, key, v = (
-        jax.random.normal(k[i], (b, x, n, h), jnp.bfloat16) for i, x in enumerate((q_len, s, s))
+        jax.random.normal(k[i], (b, x, n, h)).astype(dtype) for i, x in enumerate((q_len, s, s))
     )
-    bias = jax.random.normal(k[3], (1, n, q_len, s), jnp.float32)
+    bias = jax.random.normal(k[3], (1, n, q_len, s)).astype(dtype).astype(jnp.float32)
     mask = (jnp.arange(s)[None, :] < jnp.array([[s], [s - 30]]))[:, None, None, :]
 
     def loss(impl, q, key, v, bias):
         out = attention.dot_product_attention(q, key, v, bias, mask, implementation=impl)
-        return jnp.sum(jnp.sin(out.astype(jnp.float32)))
+        return jnp.sum(jnp.sin(out.astype(jnp.float32))), out
 
+    grad = functools.partial(jax.value_and_grad, argnums=(0, 1, 2, 3), has_aux=True)
     upcast = [x.astype(jnp.float32) for x in (q, key, v)]
-    ref = jax.value_and_grad(lambda *a: loss("plain", *a), argnums=(0, 1, 2, 3))(*upcast, bias)
-    got = jax.value_and_grad(lambda *a: loss("cudnn", *a), argnums=(0, 1, 2, 3))(q, key, v, bias)
-    np.testing.assert_allclose(got[0], ref[0], rtol=2e-2)
-    for r, g in zip(ref[1], got[1], strict=True):
-        np.testing.assert_allclose(np.asarray(g, np.float32), r, atol=2e-2, rtol=2e-2)
-    assert float(jnp.abs(got[1][3]).sum()) > 0.1 * float(jnp.abs(ref[1][3]).sum())
+    (_, ref_out), ref = grad(lambda *a: loss("plain", *a))(*upcast, bias)
+    (_, got_out), got = grad(lambda *a: loss(implementation, *a))(q, key, v, bias)
+    errors = {}
+    for name, r, g in zip(
+        ("out", "q", "k", "v", "bias"), (ref_out, *ref), (got_out, *got), strict=True
+    ):
+        r, g = np.asarray(r, np.float32), np.asarray(g, np.float32)
+        errors[name] = float(np.linalg.norm(g - r) / np.linalg.norm(r))
+    return errors
+
+
+@pytest.mark.parametrize(
+    "implementation",
+    [
+        "xla",
+        pytest.param(
+            "cudnn",
+            marks=pytest.mark.skipif(not ON_GPU, reason="cuDNN attention runs on NVIDIA GPUs"),
+        ),
+    ],
+)
+def test_reduced_precision_gradients_are_rounding_not_defects(implementation):
+    """bf16 / fp16 fused attention: output and q/k/v/bias gradients off only by rounding.
+
+    Elementwise tolerances cannot tell rounding from a wrong gradient at bf16 (8-bit mantissa:
+    single elements of the bias gradient are off by 0.06 on values of 0.5 on the H200 with
+    cuDNN, and by 0.06-0.08 in dq / dk on the CPU with the XLA implementation). Two properties
+    can: the relative L2 error is small (a wrong or unreduced gradient is off by O(1)), and it
+    shrinks with the mantissa: fp16 carries 3 more bits, so rounding errors fall ~8x, while a
+    systematic error stays. Measured on the CPU ("xla"): bf16 2.4e-3 to 3.3e-3, fp16 3.0e-4 to
+    4.3e-4. The bias gradient is what trains T5's relative-position table.
+    """
+    bf16 = _reduced_precision_errors(implementation, jnp.bfloat16)
+    fp16 = _reduced_precision_errors(implementation, jnp.float16)
+    for name in bf16:
+        assert bf16[name] < 2e-2, (name, bf16, fp16)
+        assert fp16[name] < bf16[name] / 3, (name, bf16, fp16)
