@@ -227,7 +227,7 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> epath.Path:
                 upload_directory(tmp, out)
                 shutil.rmtree(tmp)
             else:
-                os.replace(tmp, out)
+                _install(tmp, out, replace=force)
         except OSError:
             if not (out / "stats.json").is_file():
                 raise
@@ -244,6 +244,28 @@ def prepare_corpus(spec: CorpusSpec, *, force: bool = False) -> epath.Path:
         dict(counts),
     )
     return out
+
+
+def _install(built: pathlib.Path, out: pathlib.Path, *, replace: bool) -> None:
+    """Renames the finished `built` directory to `out`.
+
+    An existing `out` makes the rename fail (the caller keeps that copy: another process got
+    there first) unless `replace`, which swaps it out: the old copy is moved aside, the new one
+    renamed in, the old one deleted; if the second rename fails the old copy is put back, so
+    `out` is always one whole corpus.
+    """
+    if not (replace and out.exists()):
+        os.replace(built, out)
+        return
+    aside = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, aside / "corpus")
+    try:
+        os.replace(built, out)
+    except OSError:
+        os.replace(aside / "corpus", out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def upload_directory(local: pathlib.Path, out: epath.Path, last: str = "stats.json") -> None:

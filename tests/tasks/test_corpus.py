@@ -74,6 +74,25 @@ def test_cache_is_reused_and_keyed_by_spec(source_tree):
     assert _spec("tree_reuse", source_tree, max_files=1).directory() != first
 
 
+def test_force_rebuilds_an_existing_cache(tmp_path, source_tree):
+    """The cache is keyed by the spec, not the files: `force` (`prepare-corpus --force`) is how
+    an edited corpus is read again; it must replace the old copy, leaving nothing beside it."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "a.py").write_text(PY_SOURCE)
+    spec = _spec("tree_force", tree)
+    out = C.prepare_corpus(spec)
+    assert json.loads((out / "stats.json").read_text())["records"]["code"] == {
+        "train": 1, "validation": 0,
+    }  # fmt: skip
+    (tree / "b.go").write_text("package main\n\nfunc main() {}\n")
+    assert C.prepare_corpus(spec) == out  # reused as it is
+    assert sum(json.loads((out / "stats.json").read_text())["records"]["code"].values()) == 1
+    assert C.prepare_corpus(spec, force=True) == out
+    assert sum(json.loads((out / "stats.json").read_text())["records"]["code"].values()) == 2
+    assert [p.name for p in out.parent.iterdir() if out.name in p.name] == [out.name]
+
+
 def test_empty_and_missing_corpora_fail_clearly(tmp_path, source_tree):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="nothing usable"):
