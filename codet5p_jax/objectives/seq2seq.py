@@ -74,19 +74,22 @@ class Seq2SeqObjective:
 
     def logits(self, params, batch, rng=None, *, enable_dropout: bool = False) -> jax.Array:
         """`[B, T, V]` float32 teacher-forced logits."""
+        return self._apply(params, batch, rng, enable_dropout)
+
+    def _apply(self, params, batch, rng, enable_dropout: bool, **kwargs):
+        """The network on `batch`, teacher-forced; `kwargs` go to it (`return_hidden`)."""
         rngs = {"dropout": rng} if enable_dropout and rng is not None else {}
         # An explicit encoder mask (instruction-tuning batches) beats `tokens != pad`: seqio
         # pads with 0, a real token in CodeGen's vocabulary.
-        mask = {}
         if "encoder_input_mask" in batch:
-            mask["encoder_mask"] = batch["encoder_input_mask"]
+            kwargs["encoder_mask"] = batch["encoder_input_mask"]
         return self.model.apply(
             {"params": params},
             batch["encoder_input_tokens"],
             batch["decoder_input_tokens"],
             enable_dropout=enable_dropout,
             rngs=rngs,
-            **mask,
+            **kwargs,
         )
 
     def _token_stats(self, logits, targets, weights):
@@ -98,15 +101,7 @@ class Seq2SeqObjective:
 
     def _chunked_token_stats(self, params, batch, rng, targets, weights, enable_dropout):
         """`_token_stats` a chunk of positions at a time, from the decoder's final states."""
-        rngs = {"dropout": rng} if enable_dropout and rng is not None else {}
-        hidden = self.model.apply(
-            {"params": params},
-            batch["encoder_input_tokens"],
-            batch["decoder_input_tokens"],
-            enable_dropout=enable_dropout,
-            rngs=rngs,
-            return_hidden=True,
-        )
+        hidden = self._apply(params, batch, rng, enable_dropout, return_hidden=True)
         b, t, d = hidden.shape
         n, chunk = b * t, min(self.loss_chunk_tokens, b * t)
         pad = -n % chunk  # padded positions carry weight 0 and are cut off below

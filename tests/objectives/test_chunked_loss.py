@@ -75,6 +75,20 @@ def _largest_logits(jaxpr, vocab: int) -> int:
     return max(sizes)
 
 
+def test_chunked_loss_honours_an_explicit_encoder_mask(setup):
+    """Instruction-tuning batches carry `encoder_input_mask` (padding that is a real token id
+    in CodeGen's vocabulary); the chunked path must hide those positions as the whole-logits
+    path does, not fall back to `tokens != pad`."""
+    _, model, params, batch = setup
+    masked = dict(batch, encoder_input_mask=np.ones_like(batch["encoder_input_tokens"]))
+    masked["encoder_input_mask"][1, 5:] = 0  # non-pad ids under the mask
+    (loss, _), _ = _loss_and_grad(Seq2SeqObjective(model), params, masked)
+    (unmasked, _), _ = _loss_and_grad(Seq2SeqObjective(model), params, batch)
+    assert abs(float(loss) - float(unmasked)) > 1e-4  # the mask matters for this batch
+    (c_loss, _), _ = _loss_and_grad(Seq2SeqObjective(model, loss_chunk_tokens=5), params, masked)
+    np.testing.assert_allclose(c_loss, loss, rtol=1e-5)
+
+
 def test_no_full_logits_exist(setup):
     cfg, model, params, batch = setup
     full = B * T * cfg.vocab_size
