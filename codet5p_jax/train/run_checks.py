@@ -55,6 +55,31 @@ def check_run_parameters(task_feature_lengths, **named) -> None:
             )
 
 
+def check_feature_converter(model_config, converter, task_feature_lengths) -> None:
+    """Raises `RunConfigError` if the batches would hide the model's padding from it.
+
+    SeqIO's encoder-decoder converters pad with id 0 and emit no masks; a network whose padding
+    id is not 0 (CodeGen's vocabulary: 50256, while 0 is "!") would take that padding for text
+    and attend it. Such a model needs a converter that emits `encoder_input_mask`.
+
+    Args:
+      model_config: The run's model config (any family; `pad_token_id` is read).
+      converter: The run's `seqio.FeatureConverter` (`data.make_feature_converter()`).
+      task_feature_lengths: TASK_FEATURE_LENGTHS, to ask the converter for its features.
+    """
+    pad = getattr(model_config, "pad_token_id", 0)
+    if pad == 0:
+        return
+    features = converter.get_model_feature_lengths(dict(task_feature_lengths))
+    if "encoder_input_tokens" in features and "encoder_input_mask" not in features:
+        raise RunConfigError(
+            f"the model pads with id {pad} but {type(converter).__name__} pads with 0 and emits "
+            "no encoder_input_mask, so the encoder would attend the padding; bind "
+            "make_feature_converter.feature_converter_cls to a converter that emits it "
+            "(@tasks.InstructFeatureConverter, gin/runs/instruct_tune.gin)"
+        )
+
+
 def check_model_dir(model_dir) -> epath.Path:
     """MODEL_DIR as a path, if it is (or can be created as) a writable directory.
 

@@ -31,7 +31,12 @@ from codet5p_jax.objectives.seq2seq import Seq2SeqObjective
 from codet5p_jax.train import data, goodput, initial_checkpoint, memory, optimizers, prefetch
 from codet5p_jax.train import metrics as metrics_lib
 from codet5p_jax.train import step as step_lib
-from codet5p_jax.train.run_checks import check_model_dir, check_required, check_run_parameters
+from codet5p_jax.train.run_checks import (
+    check_feature_converter,
+    check_model_dir,
+    check_required,
+    check_run_parameters,
+)
 from codet5p_jax.train.state import TrainState
 
 log = logging.getLogger(__name__)
@@ -345,6 +350,7 @@ def train(
         mixture_or_task_name = mixture_or_task_name()
     data.import_task_modules(task_modules)
     data.get_task(mixture_or_task_name)  # fail fast on an unknown task, before any compile
+    check_feature_converter(cfg, data.make_feature_converter(), task_feature_lengths)
     if use_cached_tasks:
         data.check_cached(mixture_or_task_name)
     mesh, rules, objective, tx = setup.mesh, setup.rules, setup.objective, setup.tx

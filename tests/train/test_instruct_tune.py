@@ -187,3 +187,21 @@ def test_shallow_deep_initial_checkpoint_for_t5_is_one_line(toy_gin, tmp_path, c
     err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
     assert len(err) == 1 and "'shallow_deep'-family" in err[0] and "'t5'-family" in err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_converter_padding_with_zero_is_one_line(
+    alpaca_path, codegen_tokenizer_dir, tmp_path, capsys
+):
+    """This family pads with 50256 (0 is "!"): a converter that pads with 0 and emits no
+    encoder mask would train on attended padding, so the run refuses it before any write."""
+    flags = _flags(
+        alpaca_path,
+        codegen_tokenizer_dir,
+        tmp_path / "run",
+        "--gin.make_feature_converter.feature_converter_cls=@tasks.Stage1FeatureConverter",
+    )
+    assert train_main(flags) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
+    assert len(err) == 1, err
+    assert "pads with id 50256" in err[0] and "Stage1FeatureConverter" in err[0]
+    assert "encoder_input_mask" in err[0] and not (tmp_path / "run").exists()
