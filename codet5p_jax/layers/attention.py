@@ -175,15 +175,19 @@ def dot_product_attention(
     if kv_layout not in KV_LAYOUTS:
         raise ValueError(f"Unknown key/value layout {kv_layout!r}; {KV_LAYOUTS}")
     dropout = not deterministic and dropout_rate > 0.0
-    if kv_layout == "bnhs" and implementation != "plain" and query.shape[1] > 1:
-        # A multi-token call over the cache (prefill) may go to a fused kernel, which takes
-        # [B, S, N, H]; the transpose is paid once per call, not per decoding step.
-        key, value = (jnp.transpose(x, (0, 3, 1, 2)) for x in (key, value))
-        kv_layout = "bsnh"
+    # The fused kernels take [B, S, N, H]; judge a cached call by that shape.
+    kernel_key = key
+    if kv_layout == "bnhs":
+        b, n, h, s = key.shape
+        kernel_key = jax.ShapeDtypeStruct((b, s, n, h), key.dtype)
     reason = fused_unsupported_reason(
-        implementation, query, key, has_bias=bias is not None, dropout=dropout
+        implementation, query, kernel_key, has_bias=bias is not None, dropout=dropout
     )
     if reason is None:
+        if kv_layout == "bnhs":
+            # A call over the cache that a kernel takes (a prefill; "xla" also a step): the
+            # transpose is paid per call, and the plain path below reads the cache in place.
+            key, value = (jnp.transpose(x, (0, 3, 1, 2)) for x in (key, value))
         # Neither kernel takes a precision argument: a float32 model's HIGHEST (no TF32 on
         # GPUs, see dtypes.matmul_precision) goes in through the default instead.
         highest = precision == lax.Precision.HIGHEST

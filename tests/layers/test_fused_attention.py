@@ -137,6 +137,28 @@ def test_whole_model_fused_equals_plain_logits_and_grads():
         np.testing.assert_allclose(f, p, atol=1e-4, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
 
 
+def test_cached_greedy_decoding_with_the_fused_path_equals_plain():
+    """`generate` over the `[B, N, H, S]` cache with `attention_impl="xla"` (which takes
+    one-token steps too) emits the plain path's tokens."""
+    from codet5p_jax.decoding.generate import generate  # noqa: PLC0415
+
+    cfg = get_preset("tiny", dropout_rate=0.0)
+    params = jax.jit(build_model(cfg).init)(jax.random.key(1), *init_args(cfg))["params"]
+    params = jax.tree.map(
+        lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
+    )
+    ids = np.random.default_rng(1).integers(5, cfg.vocab_size, (2, 9)).astype(np.int32)
+    prefix = np.array([[7, 8, 9], [7, 8, 0]], np.int32)  # a prefill of 3, then a forced token
+    out = {
+        impl: generate(
+            build_model(cfg.replace(attention_impl=impl)), params, ids, max_new_tokens=6,
+            decoder_prefix_ids=prefix, buckets=None,
+        ).tokens
+        for impl in ("plain", "xla")
+    }  # fmt: skip
+    np.testing.assert_array_equal(out["xla"], out["plain"])
+
+
 def _reduced_precision_errors(implementation, dtype):
     """Relative L2 errors of a fused call's output and q/k/v/bias gradients in `dtype`.
 
@@ -195,3 +217,24 @@ def test_reduced_precision_gradients_are_rounding_not_defects(implementation):
     for name in bf16:
         assert bf16[name] < 2e-2, (name, bf16, fp16)
         assert fp16[name] < bf16[name] / 3, (name, bf16, fp16)
+
+
+@pytest.mark.parametrize("implementation", ["plain", "xla"])
+@pytest.mark.parametrize("q_len", [1, L])
+def test_cache_layout_bnhs_equals_bsnh(implementation, q_len):
+    """Keys/values in the decoding cache's `[B, N, H, S]` order give the same attention as in
+    `[B, S, N, H]`, on the plain path (einsums over the cache) and the fused one (prefill
+    calls transpose back to the kernel's order)."""
+    q, key, v, bias, mask = _inputs()
+    q, bias = q[:, :q_len], bias[:, :, :q_len]
+    kw = dict(precision=HIGHEST, implementation=implementation)
+    want = attention.dot_product_attention(q, key, v, bias, mask, **kw)
+    cached = [attention.to_cache_layout(x) for x in (key, v)]
+    got = attention.dot_product_attention(q, *cached, bias, mask, kv_layout="bnhs", **kw)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_kv_layout_is_one_clear_error():
+    q, key, v, _, _ = _inputs()
+    with pytest.raises(ValueError, match=r"Unknown key/value layout 'bshn'"):
+        attention.dot_product_attention(q, key, v, kv_layout="bshn")
