@@ -15,11 +15,13 @@ SeqIO pipelines are deterministic given the shuffle seed, so skipping the first
 
 import difflib
 import importlib
+import re
 from collections.abc import Iterator, Mapping
 
 import jax
 import numpy as np
 import seqio
+import tensorflow as tf
 
 import gin
 
@@ -154,5 +156,25 @@ def host_batches(
         ).skip(start_batch)
         for s in range(pid * k, (pid + 1) * k)
     ]
-    for parts in zip(*(s.as_numpy_iterator() for s in shards), strict=False):
+    iterators = zip(*(s.as_numpy_iterator() for s in shards), strict=False)
+    while True:
+        try:
+            parts = next(iterators)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:  # a corrupt record, a file gone: say which task
+            raise DataReadError(
+                f"reading task {name!r} ({split}) failed: {op_error_line(e)}"
+            ) from None
         yield {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+
+
+class DataReadError(ValueError):
+    """tf.data failed while reading a task's examples (one line, the task named)."""
+
+
+def op_error_line(error) -> str:
+    """A TensorFlow op error as one line: its type and message without the op boilerplate."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", error.message or "").strip()
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text.splitlines()[0] if text else "")
+    return f"{type(error).__name__}: {text}"
