@@ -195,41 +195,27 @@ def test_truncated_checkpoint(full_run, toy_gin, tmp_path, capsys):
     assert "truncated or corrupt" in err and "checkpoints/6/params" in err
 
 
-def test_corrupt_training_data_is_one_line(toy_gin, tmp_path, capsys, monkeypatch):
-    """A damaged TFRecord met mid-run (tf.data raises inside the prefetch thread) ends the run
-    with one line naming the task and TensorFlow's reason, not a traceback."""
+def _damaged_records(tmp_path, monkeypatch) -> None:
+    """Writes the `toy_records` task's file with 7 bytes of one record zeroed, and points the
+    task at it."""
     import toy_tasks
 
     records = tmp_path / "toy.tfrecord"
     toy_tasks.write_records(records)
     data = records.read_bytes()
     middle = len(data) // 2
-    records.write_bytes(data[:middle] + b"\0" * 7 + data[middle + 7 :])  # a record's bytes
+    records.write_bytes(data[:middle] + b"\0" * 7 + data[middle + 7 :])
     monkeypatch.setenv(toy_tasks.RECORDS_ENV, str(records))
-    rc = _run(toy_gin, tmp_path / "run", "--gin.MIXTURE_OR_TASK_NAME='toy_records'",
-              "--gin.TRAIN_STEPS=40")  # fmt: skip
-    assert rc == 2
-    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
-    assert len(err) == 1, err
-    assert "reading task 'toy_records' (train) failed: DataLossError: corrupted record" in err[0]
 
 
-def test_corrupt_data_under_infer_and_eval_is_one_line(full_run, tmp_path, capsys, monkeypatch):
-    """The same damaged records read by `codet5p infer` (the trainer's reader) and by
-    `codet5p eval` (seqio's evaluator): one line each, no output written."""
-    import toy_tasks
-
+def _infer_and_eval(checkpoint, task: str, tmp_path):
+    """`(main, argv, prog)` of `codet5p infer` and `codet5p eval` of `checkpoint` on `task`."""
     from codet5p_jax.cli.eval import main as eval_main
     from codet5p_jax.cli.infer import main as infer_main
 
-    records = tmp_path / "toy.tfrecord"
-    toy_tasks.write_records(records)
-    data = records.read_bytes()
-    records.write_bytes(data[: len(data) // 2] + b"\0" * 7 + data[len(data) // 2 + 7 :])
-    monkeypatch.setenv(toy_tasks.RECORDS_ENV, str(records))
     common = [
-        f"--gin.CHECKPOINT_PATH='{full_run}'",
-        "--gin.MIXTURE_OR_TASK_NAME='toy_records'",
+        f"--gin.CHECKPOINT_PATH='{checkpoint}'",
+        f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
         "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 16}",
     ]
     infer_argv = [
@@ -244,7 +230,26 @@ def test_corrupt_data_under_infer_and_eval_is_one_line(full_run, tmp_path, capsy
         f"--gin.OUTPUT_DIR='{tmp_path / 'ev'}'",
         "--gin.evaluate.task_modules=('toy_tasks',)",
     ]
-    for main_fn, argv, prog in ((infer_main, infer_argv, "infer"), (eval_main, eval_argv, "eval")):
+    return (infer_main, infer_argv, "infer"), (eval_main, eval_argv, "eval")
+
+
+def test_corrupt_training_data_is_one_line(toy_gin, tmp_path, capsys, monkeypatch):
+    """A damaged TFRecord met mid-run (tf.data raises inside the prefetch thread) ends the run
+    with one line naming the task and TensorFlow's reason, not a traceback."""
+    _damaged_records(tmp_path, monkeypatch)
+    rc = _run(toy_gin, tmp_path / "run", "--gin.MIXTURE_OR_TASK_NAME='toy_records'",
+              "--gin.TRAIN_STEPS=40")  # fmt: skip
+    assert rc == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("codet5p train")]
+    assert len(err) == 1, err
+    assert "reading task 'toy_records' (train) failed: DataLossError: corrupted record" in err[0]
+
+
+def test_corrupt_data_under_infer_and_eval_is_one_line(full_run, tmp_path, capsys, monkeypatch):
+    """The same damaged records read by `codet5p infer` (the trainer's reader) and by
+    `codet5p eval` (seqio's evaluator): one line each, no output written."""
+    _damaged_records(tmp_path, monkeypatch)
+    for main_fn, argv, prog in _infer_and_eval(full_run, "toy_records", tmp_path):
         assert main_fn(argv) == 2, prog
         err = [x for x in capsys.readouterr().err.splitlines() if x.startswith(f"codet5p {prog}")]
         assert len(err) == 1, err
@@ -485,29 +490,10 @@ def _truncated_copy(full_run, dst):
 
 def test_corrupt_checkpoint_under_eval_infer_and_from_pretrained(full_run, tmp_path, capsys):
     from codet5p_jax import from_pretrained
-    from codet5p_jax.cli.eval import main as eval_main
-    from codet5p_jax.cli.infer import main as infer_main
     from codet5p_jax.convert.mapping import ConversionError
 
     bad = _truncated_copy(full_run, tmp_path / "bad")
-    common = [
-        f"--gin.CHECKPOINT_PATH='{bad}'",
-        "--gin.MIXTURE_OR_TASK_NAME='toy_reverse'",
-        "--gin.TASK_FEATURE_LENGTHS={'inputs': 16, 'targets': 16}",
-    ]
-    infer_argv = [
-        "--gin_file=gin/runs/infer.gin",
-        *common,
-        f"--gin.OUTPUT_FILE='{tmp_path / 'p.jsonl'}'",
-        "--gin.infer.task_modules=('toy_tasks',)",
-    ]
-    eval_argv = [
-        "--gin_file=gin/runs/eval.gin",
-        *common,
-        f"--gin.OUTPUT_DIR='{tmp_path / 'ev'}'",
-        "--gin.evaluate.task_modules=('toy_tasks',)",
-    ]
-    for main_fn, argv, prog in ((infer_main, infer_argv, "infer"), (eval_main, eval_argv, "eval")):
+    for main_fn, argv, prog in _infer_and_eval(bad, "toy_reverse", tmp_path):
         assert main_fn(argv) == 2
         err = capsys.readouterr().err
         errors = [x for x in err.splitlines() if x.startswith(f"codet5p {prog}: error: ")]
