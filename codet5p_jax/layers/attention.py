@@ -208,10 +208,13 @@ def dot_product_attention(
     )
     if not expected:
         _log_fallback(reason)
-    kv_spec = "bsnh" if kv_layout == "bsnh" else "bnhs"
     # Float32 island: scores, bias and softmax, whatever the compute dtype.
     scores = jnp.einsum(
-        f"blnh,{kv_spec}->bnls", query, key, precision=precision, preferred_element_type=jnp.float32
+        f"blnh,{kv_layout}->bnls",
+        query,
+        key,
+        precision=precision,
+        preferred_element_type=jnp.float32,
     )
     if scale is not None:
         scores = scores * jnp.float32(scale)
@@ -223,7 +226,7 @@ def dot_product_attention(
     if not deterministic and dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    return jnp.einsum(f"bnls,{kv_spec}->blnh", weights.astype(dtype), value, precision=precision)
+    return jnp.einsum(f"bnls,{kv_layout}->blnh", weights.astype(dtype), value, precision=precision)
 
 
 class Projection(nn.Module):
@@ -428,8 +431,8 @@ class MultiHeadAttention(nn.Module):
         """Writes `[B, L, N, H]` new keys/values at `cache_position`.
 
         Returns:
-          The keys, the values and their `kv_layout`: the full `[B, N, H, S_max]` cache
-          ("bnhs"), or on the cache-creating call the new `[B, L, N, H]` ones ("bsnh").
+          The keys, the values and their `kv_layout` ("bnhs"): the full `[B, N, H, S_max]`
+          cache, or on the cache-creating call the new keys/values in that order.
         """
         initialized = self.has_variable("cache", "cached_key")
         key, value = to_cache_layout(key), to_cache_layout(value)
