@@ -76,11 +76,10 @@ def compiled_generate(monkeypatch, model, params, ids, **kwargs) -> str:
 
 
 def _t5():
-    cfg = get_preset(
+    return get_preset(
         "codet5p-220m", emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512, vocab_size=512,
         num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0,
     )  # fmt: skip
-    return cfg
 
 
 def _shallow_deep():

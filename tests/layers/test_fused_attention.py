@@ -9,6 +9,7 @@ trained parameter, so its gradient must flow through the fused call).
 import functools
 import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,9 +145,7 @@ def test_cached_greedy_decoding_with_the_fused_path_equals_plain():
 
     cfg = get_preset("tiny", dropout_rate=0.0)
     params = jax.jit(build_model(cfg).init)(jax.random.key(1), *init_args(cfg))["params"]
-    params = jax.tree.map(
-        lambda x: getattr(x, "value", x), params, is_leaf=lambda x: hasattr(x, "value")
-    )
+    params = nn.unbox(params)
     ids = np.random.default_rng(1).integers(5, cfg.vocab_size, (2, 9)).astype(np.int32)
     prefix = np.array([[7, 8, 9], [7, 8, 0]], np.int32)  # a prefill of 3, then a forced token
     out = {
